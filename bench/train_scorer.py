@@ -1,0 +1,265 @@
+#!/usr/bin/env python3
+"""Train the offline scorer's linear model on the TRAIN split only and write ``bot/scoring/model.json``.
+
+    python bench/train_scorer.py            # cross-validate, pick the regularisation, fit, write
+    python bench/train_scorer.py --dry-run  # figures only
+
+What it does (deterministic: fixed folds, full-batch optimisation, no random numbers):
+
+1. Every labelled turn of ``bench/data/turns_train.jsonl`` and every user turn of
+   ``bench/data/conversations_train.jsonl`` (read with the conversation before it) goes through the same
+   :func:`bot.scoring.offline.analyse` the scorer uses at run time: intents, context flags, shape, words.
+2. A multinomial logistic regression (softmax, class-balanced, L2) is fitted with numpy. Intent/context
+   features and word features have separate L2 strengths; the word features are regularised much harder so
+   the model generalises from intents rather than memorising the corpus' vocabulary.
+3. The strengths and whether rules get the last word are chosen by 5-fold cross-validation on the train
+   split (folds grouped by conversation). The focus-score parameters (effort exponent, discount for social
+   filler, value of a neutral turn) are then fitted on the train conversations using out-of-fold
+   predictions, so they are tuned for the labels the scorer will really produce.
+4. The final model is fitted on the whole train split and written as sparse JSON (pure-Python at run time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import sys
+import zlib
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from score_quality import classification, load, spearman, turn_examples  # noqa: E402
+
+from bot.scoring.base import LABELS, Turn, verdict_for  # noqa: E402
+from bot.scoring.intents import DATA as INTENTS_PATH, IntentRecogniser  # noqa: E402
+from bot.scoring.offline import (  # noqa: E402
+    DEFAULT_FOCUS,
+    MODEL_PATH,
+    Analysis,
+    _rule,
+    analyse,
+    turn_effort_value,
+)
+
+LEX_PREFIXES = ("w:", "b:")
+
+
+def build_rec(known: list[str]) -> IntentRecogniser:
+    import tomllib
+
+    with open(INTENTS_PATH, "rb") as fh:
+        spec = tomllib.load(fh)
+    return IntentRecogniser(spec, known)
+
+
+def known_words(examples) -> list[str]:
+    """Words seen at least twice in the train split: never "repaired" as typos at run time."""
+    import re
+
+    c = Counter()
+    for _, text, ctx, _ in examples:
+        c.update(re.findall(r"[a-z]+", text.lower()))
+        for t in ctx:
+            c.update(re.findall(r"[a-z]+", t.text.lower()))
+    return sorted(w for w, n in c.items() if n >= 2 and len(w) >= 3)
+
+
+class Data:
+    def __init__(self, analyses: list[Analysis], y: list[int], groups: list[str]):
+        self.analyses = analyses
+        self.y = np.array(y)
+        self.groups = groups
+        names = sorted({k for a in analyses for k in a.features})
+        self.names = names
+        self.index = {n: i for i, n in enumerate(names)}
+        X = np.zeros((len(analyses), len(names)))
+        for r, a in enumerate(analyses):
+            for k, v in a.features.items():
+                X[r, self.index[k]] = v
+        self.X = X
+        self.lex = np.array([n.startswith(LEX_PREFIXES) for n in names])
+
+
+def fit(X: np.ndarray, y: np.ndarray, lex: np.ndarray, l2_int: float, l2_lex: float, iters: int = 600) -> np.ndarray:
+    """Softmax regression, class-balanced loss, L2 (not on the bias). Returns W of shape (features, classes)."""
+    n, d = X.shape
+    k = len(LABELS)
+    Y = np.zeros((n, k))
+    Y[np.arange(n), y] = 1.0
+    counts = Y.sum(0)
+    cw = n / (k * np.maximum(counts, 1.0))
+    sw = cw[y][:, None] / n
+    reg = np.where(lex, l2_lex, l2_int)[:, None] * np.ones((1, k))
+    is_bias = np.zeros((d, 1))
+    W = np.zeros((d, k))
+    # Nesterov-accelerated gradient descent with a fixed schedule: deterministic and plenty for this size.
+    lr = 0.5
+    V = np.zeros_like(W)
+    for it in range(iters):
+        Wl = W + 0.9 * V
+        Z = X @ Wl
+        Z -= Z.max(1, keepdims=True)
+        P = np.exp(Z)
+        P /= P.sum(1, keepdims=True)
+        G = X.T @ ((P - Y) * sw) + reg * Wl * (1 - is_bias)
+        V = 0.9 * V - lr * G
+        W = W + V
+    return W
+
+
+def predict_proba(X: np.ndarray, W: np.ndarray) -> np.ndarray:
+    Z = X @ W
+    Z -= Z.max(1, keepdims=True)
+    P = np.exp(Z)
+    return P / P.sum(1, keepdims=True)
+
+
+def decide(P: np.ndarray, analyses: list[Analysis], use_rules: bool) -> list[str]:
+    out = []
+    for p, a in zip(P, analyses):
+        lab = LABELS[int(np.argmax(p))]
+        if use_rules:
+            r = _rule(a)
+            if r is not None:
+                lab = r
+        out.append(lab)
+    return out
+
+
+def folds_for(groups: list[str], k: int = 5) -> list[int]:
+    return [zlib.crc32(g.encode()) % k for g in groups]
+
+
+def oof(data: Data, l2_int: float, l2_lex: float, k: int = 5) -> np.ndarray:
+    f = np.array(folds_for(data.groups, k))
+    P = np.zeros((len(data.y), len(LABELS)))
+    for i in range(k):
+        tr, te = f != i, f == i
+        if not te.any():
+            continue
+        W = fit(data.X[tr], data.y[tr], data.lex, l2_int, l2_lex)
+        P[te] = predict_proba(data.X[te], W)
+    return P
+
+
+def focus_fit(convs, conv_index, P: np.ndarray, labels_pred: list[str], analyses: list[Analysis]):
+    """Grid-search the focus-score parameters on the train conversations (out-of-fold predictions)."""
+    other_i, neutral_i = LABELS.index("other_focus"), LABELS.index("neutral")
+    best = None
+    grid = itertools.product([0.0, 0.25, 0.5, 0.75, 1.0], [0.0, 0.15, 0.3, 0.5, 1.0], [0.3, 0.4, 0.5, 0.6],
+                             [0.0, 0.3, 0.6])
+    for alpha, social, nv, mix in grid:
+        fp = {**DEFAULT_FOCUS, "alpha": alpha, "social_factor": social, "neutral_value": nv, "soft_mix": mix}
+        got, gold, right = [], [], 0
+        for c, idxs in zip(convs, conv_index):
+            num = den = 0.0
+            for j in idxs:
+                a = analyses[j]
+                w, v = turn_effort_value(labels_pred[j], P[j], other_i, neutral_i, a.n_words, a.social_only, fp)
+                num += w * v
+                den += w
+            s = int(round(100 * num / den)) if den else 50
+            got.append(s)
+            gold.append(c["gold_score"])
+            right += verdict_for(s) == c.get("gold_verdict")
+        rho = spearman(got, gold)
+        acc = right / len(convs)
+        mae = sum(abs(a - b) for a, b in zip(got, gold)) / len(convs)
+        key = (round(acc + rho, 4), -mae)
+        if best is None or key > best[0]:
+            best = (key, fp, rho, acc, mae)
+    return best
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=str(MODEL_PATH))
+    ap.add_argument("--dry-run", action="store_true")
+    args = ap.parse_args(argv)
+
+    turns, convs = load("train")
+    if not turns and not convs:
+        print("no train data in bench/data (turns_train.jsonl / conversations_train.jsonl)", file=sys.stderr)
+        return 1
+    ex = turn_examples(turns, convs)
+    known = known_words(ex)
+    rec = build_rec(known)
+    analyses = [analyse(rec, text, ctx) for _, text, ctx, _ in ex]
+    y = [LABELS.index(g) for *_, g in ex]
+    # group = conversation id for conversation turns, own id for single turns
+    groups = [i.split("#")[0] if "#" in i else "t:" + i for i, *_ in ex]
+    data = Data(analyses, y, groups)
+    gold = [g for *_, g in ex]
+    print(f"train examples: {len(ex)} ({Counter(gold)}), features: {len(data.names)}")
+
+    # conversation -> example indices (for the focus-score fit)
+    pos = {i: n for n, (i, *_) in enumerate(ex)}
+    conv_index = []
+    for c in convs:
+        idxs = [pos[f"{c.get('id')}#{i}"] for i, t in enumerate(c["turns"]) if t["role"] == "user" and f"{c.get('id')}#{i}" in pos]
+        conv_index.append(idxs)
+
+    results = []
+    for l2_int, l2_lex in itertools.product([0.003, 0.01, 0.03], [0.03, 0.1, 0.3, 1.0]):
+        P = oof(data, l2_int, l2_lex)
+        for use_rules in (False, True):
+            pred = decide(P, analyses, use_rules)
+            m = classification(gold, pred)["macro_f1"]
+            results.append((m, l2_int, l2_lex, use_rules, P))
+            print(f"  cv l2_int={l2_int:<6} l2_lex={l2_lex:<5} rules={use_rules!s:<5} macro-F1={m:.3f}")
+    # prefer rules and stronger regularisation on ties (they generalise better to new wording)
+    results.sort(key=lambda r: (round(r[0], 3), r[3], r[2], r[1]), reverse=True)
+    m, l2_int, l2_lex, use_rules, P = results[0]
+    pred = decide(P, analyses, use_rules)
+    cls = classification(gold, pred)
+    print(f"\nchosen: l2_int={l2_int} l2_lex={l2_lex} rules={use_rules}: CV macro-F1 {m:.3f}")
+    print("CV confusion (rows gold):", json.dumps(cls["confusion"]))
+
+    best = focus_fit(convs, conv_index, P, pred, analyses) if convs else None
+    focus = dict(DEFAULT_FOCUS)
+    if best:
+        _, focus, rho, acc, mae = best
+        print(f"focus params {focus}: CV Spearman {rho:.3f}, verdict acc {acc:.3f}, MAE {mae:.1f}")
+
+    W = fit(data.X, data.y, data.lex, l2_int, l2_lex, iters=900)
+    bias_row = data.index.get("bias")
+    weights = {}
+    for name, i in data.index.items():
+        if name == "bias":
+            continue
+        row = W[i]
+        if np.abs(row).max() >= 1e-3:
+            weights[name] = [round(float(v), 4) for v in row]
+    model = {
+        "format": "netcoach-offline-scorer/1",
+        "labels": list(LABELS),
+        "bias": [round(float(v), 4) for v in W[bias_row]] if bias_row is not None else [0.0] * len(LABELS),
+        "use_rules": bool(use_rules),
+        "focus": focus,
+        "weights": dict(sorted(weights.items())),
+        "known_words": known,
+        "trained_on": {"split": "train", "examples": len(ex), "conversations": len(convs),
+                       "l2_int": l2_int, "l2_lex": l2_lex,
+                       "cv_macro_f1": round(m, 4),
+                       "cv_spearman": round(best[2], 4) if best else None,
+                       "cv_verdict_accuracy": round(best[3], 4) if best else None},
+    }
+    if args.dry_run:
+        return 0
+    with open(args.out, "w", encoding="utf-8") as fh:
+        json.dump(model, fh, indent=0, sort_keys=False)
+        fh.write("\n")
+    print(f"wrote {args.out}: {len(weights)} weights")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

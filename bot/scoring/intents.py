@@ -1,0 +1,523 @@
+"""Intent recogniser: normalises a chat line and names the networking intents in it.
+
+Why a hand-built recogniser
+---------------------------
+The labels netcoach cares about are *intents* ("is this a sales question?", "is this an offer of help?"),
+not surface features: "Who makes the purchasing decisions at your place?" is a question full of "you"
+and still a pitch; "I'd love to hear how you got into that" has no question mark and is all "I", and it
+is the best thing a networker can say. A few hundred labelled lines are far too few for a model to learn
+these families from scratch, but the families are well known and short to write down, so they live as
+regular-expression families in ``intents.toml`` (a data file coaches can read and extend), compiled once.
+The statistical model in :mod:`bot.scoring.offline` then weighs the recognised intents, the context and a
+few lexical cues.
+
+Normalisation makes the patterns robust to chat style: lowercase, straight quotes, contractions expanded
+("don't" -> "do not", "let's" -> "let us"), chat forms ("u", "ur", "thx", "wanna"), a few typos repaired
+(missing/extra letter or swapped neighbours on the words the patterns rely on), emoji mapped to words or
+dropped, filler words removed, money and percentages turned into ``_money_`` / ``_pct_`` tokens.
+
+Everything here is pure Python (``re`` + ``tomllib``), deterministic and thread-safe once built: the
+compiled tables are immutable and the only mutable state is a bounded memo of typo corrections whose
+writes are idempotent.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable
+
+DATA = Path(__file__).with_name("intents.toml")
+
+# Public vocabulary of intents that can appear in ``TurnScore.reasons`` (see docs/scorer.md).
+OTHER_INTENTS = (
+    "asks_about_them",
+    "asks_what_they_do",
+    "follow_up",
+    "reflect",
+    "offer_help",
+    "propose_follow_up",
+    "compliment",
+)
+PITCH_INTENTS = (
+    "self_promotion",
+    "offer_product",
+    "call_to_action",
+    "prospecting",
+    "ask_favour",
+    "steer_to_self",
+    "self_talk",
+)
+NEUTRAL_INTENTS = (
+    "greeting",
+    "thanks",
+    "small_talk",
+    "acknowledge",
+    "closing",
+    "logistics",
+    "self_disclosure",
+)
+ALL_INTENTS = OTHER_INTENTS + PITCH_INTENTS + NEUTRAL_INTENTS
+INTENT_LABEL = {
+    **{i: "other_focus" for i in OTHER_INTENTS},
+    **{i: "pitch" for i in PITCH_INTENTS},
+    **{i: "neutral" for i in NEUTRAL_INTENTS},
+}
+
+# ----------------------------------------------------------------------------- normalisation
+
+_CHAT = {
+    "u": "you", "ya": "you", "yu": "you", "yoo": "you", "ur": "your", "yr": "your", "urs": "yours",
+    "r": "are", "b4": "before", "pls": "please", "plz": "please", "pleeease": "please",
+    "thx": "thanks", "thnx": "thanks", "thanx": "thanks", "tnx": "thanks", "ty": "thanks", "tysm": "thanks",
+    "tks": "thanks", "thankyou": "thank you", "thank": "thank",
+    "gonna": "going to", "wanna": "want to", "gotta": "got to", "lemme": "let me", "gimme": "give me",
+    "kinda": "kind of", "sorta": "sort of", "dunno": "do not know", "wat": "what", "wut": "what",
+    "whatcha": "what are you", "watcha": "what are you", "wot": "what", "hw": "how",
+    "whats": "what is", "hows": "how is", "whos": "who is", "wheres": "where is", "whens": "when is",
+    "thats": "that is", "theres": "there is", "heres": "here is", "its": "its", "hes": "he is",
+    "shes": "she is", "im": "i am", "ive": "i have", "youre": "you are", "youd": "you would",
+    "youll": "you will", "youve": "you have", "yall": "you all", "dont": "do not", "cant": "can not",
+    "wont": "will not", "didnt": "did not", "doesnt": "does not", "isnt": "is not", "arent": "are not",
+    "wasnt": "was not", "werent": "were not", "havent": "have not", "hasnt": "has not",
+    "wouldnt": "would not", "couldnt": "could not", "shouldnt": "should not", "lets": "let us",
+    "theyre": "they are", "weve": "we have", "itll": "it will", "thatll": "that will",
+    "cuz": "because", "coz": "because", "cos": "because", "bc": "because", "bcz": "because",
+    "abt": "about", "btw": "by the way", "tbh": "to be honest", "imo": "in my opinion",
+    "imho": "in my opinion", "rn": "right now", "np": "no problem", "ofc": "of course",
+    "def": "definitely", "defo": "definitely", "prob": "probably", "probs": "probably", "msg": "message",
+    "dm": "message", "hv": "have", "wud": "would", "cud": "could", "shud": "should", "luv": "love",
+    "gr8": "great", "nite": "night", "k": "ok", "kk": "ok", "okay": "ok", "okey": "ok", "okk": "ok",
+    "yep": "yes", "yup": "yes", "yea": "yes", "yeah": "yes", "yeh": "yes", "ye": "yes", "yass": "yes",
+    "nah": "no", "nope": "no", "ppl": "people", "biz": "business", "convo": "conversation",
+    "tmrw": "tomorrow", "tmr": "tomorrow", "tmw": "tomorrow", "2moro": "tomorrow", "2day": "today",
+    "tonite": "tonight", "l8r": "later", "ltr": "later", "cya": "see you", "thru": "through",
+    "tho": "though", "w": "with", "wo": "without", "bday": "birthday", "congratz": "congrats",
+    "congrats": "congrats", "grats": "congrats", "gratz": "congrats", "intro": "intro",
+    "ttyl": "talk to you later", "brb": "be right back", "idk": "i do not know", "afaik": "as far as i know",
+    "asap": "as soon as possible", "fyi": "for your information", "pm": "pm", "hru": "how are you",
+    "wyd": "what are you doing", "omg": "oh my god", "ngl": "not going to lie", "irl": "in real life",
+    "smth": "something", "sth": "something", "sb": "somebody", "sm1": "someone", "some1": "someone",
+    "any1": "anyone", "every1": "everyone", "no1": "no one", "n": "and",
+    "nd": "and", "em": "them", "cause": "because", "till": "until", "til": "until", "alot": "a lot",
+    "definately": "definitely", "defintely": "definitely", "recieve": "receive", "wierd": "weird",
+    "untill": "until", "tommorow": "tomorrow", "tomorow": "tomorrow", "beleive": "believe",
+    "freind": "friend", "thier": "their", "teh": "the", "adn": "and", "waht": "what", "yuo": "you",
+    "yoru": "your", "jsut": "just", "taht": "that", "wiht": "with", "abotu": "about", "realy": "really",
+    "hte": "the", "wnat": "want", "knwo": "know", "konw": "know", "tlak": "talk", "hwo": "how",
+    "ot": "to", "fo": "of", "nad": "and", "si": "is", "yor": "your", "yur": "your", "youe": "your",
+    "intrested": "interested", "intresting": "interesting", "insterested": "interested",
+    "buisness": "business", "bussiness": "business", "busines": "business", "bizness": "business",
+    "compnay": "company", "comapny": "company", "copmany": "company", "recomend": "recommend",
+    "reccomend": "recommend", "reccommend": "recommend", "collegue": "colleague", "colleage": "colleague",
+    "wanan": "wanna", "ur's": "yours", "ooh": "oh", "ohh": "oh", "aww": "aw",
+    "sry": "sorry", "soz": "sorry", "srsly": "seriously", "rly": "really", "rlly": "really",
+    "v": "very", "vv": "very", "gd": "good", "nvm": "never mind", "bt": "but", "wrk": "work",
+    "wrkd": "worked", "mtg": "meeting", "mgr": "manager", "info": "info", "pls.": "please",
+    "linkedin": "linkedin", "li": "linkedin", "bizcard": "business card", "whatsapp": "whatsapp",
+}
+
+# "id" / "ill" are ambiguous: expand only when followed by a verb-like word.
+_ID_NEXT = frozenset(
+    "love like be say recommend suggest imagine guess think rather really definitely happily gladly probably "
+    "also need want have prefer bet enjoy appreciate welcome hate".split()
+)
+_ILL_NEXT = frozenset(
+    "send introduce be let get connect email text check see call put look share have do make ping reach "
+    "follow give try pass forward find dig drop leave catch grab keep ask mention write message admit "
+    "take talk bring think definitely gladly happily also".split()
+)
+
+_FILLERS = frozenset(
+    "really actually just honestly genuinely truly literally basically totally definitely absolutely "
+    "certainly seriously um umm uh uhh erm er hmm hm oh ah lol haha hahaha hehe lmao rofl ooh wow aw "
+    "btw okay anyways very super quite pretty".split()
+)
+
+_EMOJI_WORDS = {
+    "👋": " hi ", "🙏": " thanks ", "👍": " ok ", "👌": " ok ", "🤝": " nice to meet you ",
+    "😂": " haha ", "🤣": " haha ", "😅": " haha ", "😆": " haha ", "😄": " ", "😃": " ", "😀": " ",
+    "🙂": " ", "😊": " ", "☺": " ", "😉": " ", "😁": " ", "🎉": " congrats ", "🥳": " congrats ",
+    "👏": " congrats ", "🙌": " congrats ", "☕": " coffee ", "🍷": " wine ", "🍺": " beer ",
+    "😢": " sorry ", "😞": " sorry ", "😔": " sorry ", "😬": " ouch ", "🤔": " hmm ", "💯": " exactly ",
+    "❤": " love ", "💡": " idea ", "📇": " card ", "📞": " call ", "📧": " email ", "✉": " email ",
+    "💰": " money ", "💸": " money ", "💵": " money ", "🚀": " ", "🔥": " ",
+}
+
+_QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201b": "'", "`": "'", "\u00b4": "'",
+                         "\u201c": '"', "\u201d": '"', "\u2013": " - ", "\u2014": " - ", "\u2026": " . "})
+
+_MONEY_RE = re.compile(
+    r"(?:[$£€¥]\s?\d[\d,.]*\s?(?:k|m|bn|million|billion|grand|thousand)?\b)"
+    r"|(?:\b\d[\d,.]*\s?(?:k|m)?\s?(?:dollars|euros|pounds|bucks|usd|eur|gbp|quid|grand)\b)"
+    r"|(?:\b\d[\d,.]*\s?(?:k)\s?(?:a|per)\s(?:month|year|seat|user)\b)"
+)
+_PCT_RE = re.compile(r"\b\d+(?:[.,]\d+)?\s?(?:%|percent\b|per cent\b)")
+_CONTR_RE = [
+    (re.compile(r"\bcan't\b"), "can not"), (re.compile(r"\bwon't\b"), "will not"),
+    (re.compile(r"\bshan't\b"), "shall not"), (re.compile(r"\blet's\b"), "let us"),
+    (re.compile(r"\b(ain)'t\b"), "is not"),
+    (re.compile(r"n't\b"), " not"), (re.compile(r"'re\b"), " are"), (re.compile(r"'ve\b"), " have"),
+    (re.compile(r"'ll\b"), " will"), (re.compile(r"'d\b"), " would"), (re.compile(r"'m\b"), " am"),
+    (re.compile(r"\b(it|that|what|who|where|how|there|here|he|she|everything|nothing|something|name|this|when|why)'s\b"), r"\1 is"),
+]
+_TOKEN_RE = re.compile(r"[a-z0-9_]+|[?!.;:\n]")
+_SENT_END = frozenset("?!.;:\n")
+
+_QWORDS = frozenset("what how why where when who which whose whom".split())
+_AUX = frozenset("do did does are were is was have has had can could would will should shall may might am".split())
+_SUBJ = frozenset("you your it that there they we this he she anyone anybody someone any".split())
+
+STOPWORDS = frozenset(
+    """a an the and or but if so of to in on at for from with by about as into like through over after before
+    under again further then once here there when where why how all any both each few more most other some such
+    no nor not only own same than too very can will just should now i me my myself we our ours ourselves you
+    your yours yourself yourselves he him his himself she her hers herself it its itself they them their theirs
+    themselves what which who whom this that these those am is are was were be been being have has had having do
+    does did doing would could ought get got let us really yes ok oh sure well also much many one two lot lots
+    thing things stuff way kind sort bit little good great nice cool thanks thank please tell know think say said
+    go going want make see hear love like interesting sounds sound always never ever mean meant right okay
+    people time day week year years today tonight lately recently currently""".split()
+)
+
+
+def _strip_accents(s: str) -> str:
+    if s.isascii():
+        return s
+    out = []
+    for ch in unicodedata.normalize("NFKD", s):
+        if unicodedata.combining(ch):
+            continue
+        out.append(ch)
+    return "".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Sentence:
+    tokens: tuple[str, ...]  # core tokens (fillers removed)
+    text: str  # " ".join(tokens)
+    question: bool
+    padded: str  # " ^^ " + text + " ": the form the compiled patterns search (see _compile)
+
+
+@dataclass(frozen=True, slots=True)
+class Normalised:
+    tokens: tuple[str, ...]  # all tokens, fillers kept, no punctuation
+    sentences: tuple[Sentence, ...]
+    text: str  # core text of the whole turn (sentences joined with " . ")
+    n_words: int
+    has_qmark: bool
+
+
+class _Typo:
+    """Repairs a typo on the words the patterns rely on: one missing letter, one extra letter, or two
+    swapped neighbours. Substitutions are not repaired (too many real words are one substitution apart)."""
+
+    def __init__(self, targets: Iterable[str]):
+        self.targets = frozenset(targets)
+        deletes: dict[str, str] = {}
+        swaps: dict[str, str] = {}
+        for t in sorted(self.targets):
+            if len(t) >= 7:
+                for i in range(len(t)):
+                    deletes.setdefault(t[:i] + t[i + 1 :], t)
+            if len(t) >= 5:
+                for i in range(len(t) - 1):
+                    s = t[:i] + t[i + 1] + t[i] + t[i + 2 :]
+                    if s != t:
+                        swaps.setdefault(s, t)
+        self.deletes = deletes
+        self.swaps = swaps
+        self.memo: dict[str, str] = {}
+
+    def fix(self, tok: str, known: frozenset[str]) -> str:
+        if tok in known or tok in self.targets or len(tok) < 5 or not tok.isalpha():
+            return tok
+        hit = self.memo.get(tok)
+        if hit is not None:
+            return hit
+        out = tok
+        if tok in self.swaps:
+            out = self.swaps[tok]
+        elif tok in self.deletes:  # missing letter ("intresting")
+            out = self.deletes[tok]
+        elif len(tok) >= 8:  # one extra letter ("meeeting", "introduuce")
+            for i in range(len(tok)):
+                cand = tok[:i] + tok[i + 1 :]
+                if cand in self.targets:
+                    out = cand
+                    break
+        if len(self.memo) < 50_000:
+            self.memo[tok] = out
+        return out
+
+
+class IntentRecogniser:
+    """Compiled intent tables. Build once (``IntentRecogniser.load()``), share freely between threads."""
+
+    def __init__(self, spec: dict, known_words: Iterable[str] = ()):
+        macros = {k: v for k, v in spec.get("macros", {}).items()}
+        self.version = spec.get("meta", {}).get("version", 1)
+
+        def expand(p: str) -> str:
+            for _ in range(3):
+                p = re.sub(r"<([a-z_]+)>", lambda m: "(?:" + macros[m.group(1)] + ")" if m.group(1) in macros else m.group(0), p)
+            return p
+
+        self.intents: list[tuple[str, str, str, str, re.Pattern]] = []
+        words: set[str] = set()
+        for name, d in spec.get("intent", {}).items():
+            pats = [expand(p) for p in d["patterns"]]
+            self.intents.append((name, d["label"], d.get("strength", "weak"), d.get("question", "any"), _compile(pats)))
+            for p in pats:
+                words.update(w for w in re.findall(r"(?<![\\a-z])[a-z]{2,}(?![a-z])", p))
+        self.context: dict[str, re.Pattern] = {}
+        for name, d in spec.get("context", {}).items():
+            self.context[name] = _compile([expand(p) for p in d["patterns"]])
+        self.strength = {n: s for n, _, s, _, _ in self.intents}
+        targets = set(spec.get("typo", {}).get("targets", [])) | {
+            w for w in words if len(w) >= 5 and w.isalpha()
+        }
+        # common words that must never be "repaired" into a pattern word
+        self.known = frozenset(known_words) | frozenset(words) | STOPWORDS | frozenset(_CHAT.values()) | frozenset(
+            spec.get("typo", {}).get("known", [])
+        )
+        self.typo = _Typo(targets)
+
+    @classmethod
+    @lru_cache(maxsize=4)
+    def load(cls, path: str | None = None, known_words: tuple[str, ...] = ()) -> "IntentRecogniser":
+        with open(path or DATA, "rb") as fh:
+            spec = tomllib.load(fh)
+        return cls(spec, known_words)
+
+    # ------------------------------------------------------------------ text
+
+    def normalise(self, text: str) -> Normalised:
+        return _normalise_cached(self, text)
+
+    def _normalise(self, text: str) -> Normalised:
+        t = unicodedata.normalize("NFKC", text).translate(_QUOTES).lower()
+        if not t.isascii():
+            for e, w in _EMOJI_WORDS.items():
+                if e in t:
+                    t = t.replace(e, w)
+            t = _strip_accents(t)
+        t = _PCT_RE.sub(" _pct_ ", t)
+        t = _MONEY_RE.sub(" _money_ ", t)
+        if "'" in t:
+            for rx, rep in _CONTR_RE:
+                t = rx.sub(rep, t)
+            t = t.replace("'", "")
+        raw = _TOKEN_RE.findall(t)
+        toks: list[str] = []
+        n = len(raw)
+        for i, tok in enumerate(raw):
+            if tok in _SENT_END:
+                toks.append(tok)
+                continue
+            nxt = raw[i + 1] if i + 1 < n else ""
+            if tok == "id" and nxt in _ID_NEXT:
+                toks.extend(("i", "would"))
+                continue
+            if tok == "ill" and nxt in _ILL_NEXT:
+                toks.extend(("i", "will"))
+                continue
+            if tok == "were" and i == 0 and nxt not in _SUBJ:
+                toks.extend(("we", "are"))
+                continue
+            m = _CHAT.get(tok)
+            if m is not None:
+                toks.extend(m.split())
+                continue
+            if len(tok) > 2 and tok.isalpha():
+                # squeeze 3+ repeated letters ("sooooo", "niiice")
+                if re.search(r"(.)\1\1", tok):
+                    tok = re.sub(r"(.)\1\1+", r"\1\1", tok)
+                    m = _CHAT.get(tok)
+                    if m is not None:
+                        toks.extend(m.split())
+                        continue
+                tok = self.typo.fix(tok, self.known)
+            toks.append(tok)
+
+        words: list[str] = []
+        sentences: list[Sentence] = []
+        cur: list[str] = []
+        has_q = False
+
+        def flush(question: bool) -> None:
+            if not cur:
+                return
+            core = [w for w in cur if w not in _FILLERS] or list(cur)
+            q = question or _looks_like_question(core)
+            txt = " ".join(core)
+            sentences.append(Sentence(tuple(core), txt, q, " ^^ " + txt + " "))
+            cur.clear()
+
+        for tok in toks:
+            if tok in _SENT_END:
+                if tok == "?":
+                    has_q = True
+                    if not cur and sentences:  # "???" after a sentence
+                        s = sentences[-1]
+                        sentences[-1] = Sentence(s.tokens, s.text, True, s.padded)
+                flush(tok == "?")
+            else:
+                cur.append(tok)
+                words.append(tok)
+        flush(False)
+        return Normalised(
+            tokens=tuple(words),
+            sentences=tuple(sentences),
+            text=" . ".join(s.text for s in sentences),
+            n_words=len(words),
+            has_qmark=has_q,
+        )
+
+    # ------------------------------------------------------------------ intents
+
+    def match(self, norm: Normalised) -> dict[str, int]:
+        """Intent name -> number of words in the sentences where it was found (its 'weight' in the turn).
+
+        A generic question about the partner (``asks_about_them`` from its shape alone) does not count in a
+        sentence that is a sales question / request ("could you introduce me to...?").
+        """
+        found: dict[str, int] = {}
+        for s in norm.sentences:
+            n = len(s.tokens)
+            here = []
+            for name, _label, _strength, qmode, rx in self.intents:
+                if qmode == "yes" and not s.question:
+                    continue
+                if qmode == "no" and s.question:
+                    continue
+                if rx.search(s.padded):
+                    here.append(name)
+            if "asks_about_them" in here and _SALES_Q.intersection(here):
+                here.remove("asks_about_them")
+            for name in here:
+                found[name] = found.get(name, 0) + n
+        return found
+
+    def context_flags(self, norm: Normalised) -> frozenset[str]:
+        flags = set()
+        for name, rx in self.context.items():
+            for s in norm.sentences:
+                if name == "partner_asks_about_user" and not s.question:
+                    continue
+                if rx.search(s.padded):
+                    flags.add(name)
+                    break
+        return frozenset(flags)
+
+
+_SALES_Q = frozenset({"prospecting", "call_to_action", "ask_favour", "offer_product", "self_promotion"})
+
+
+def _compile(patterns: list[str]) -> re.Pattern:
+    """One regex per family, searched in a sentence padded as `` ^^ words words ``.
+
+    Every match must start at a space (i.e. at a word start) and end before a space (a word end). A
+    literal leading space lets the regex engine skip ahead quickly, about twice as fast as ``\\b``.
+    ``^`` in a pattern means "at the start of the sentence" (the ``^^`` marker), ``$`` "at its end".
+    """
+    out = []
+    for p in patterns:
+        p = p.replace("^", r"\^\^ ").replace("$", r"(?= $)")
+        out.append("(?:%s)" % p)
+    return re.compile(" (?:" + "|".join(out) + r")(?:(?= )|(?<= ))")
+
+
+def _looks_like_question(core: list[str]) -> bool:
+    if not core:
+        return False
+    w0 = core[0]
+    if w0 in _QWORDS:
+        return len(core) > 1 or w0 in ("why", "how")
+    if w0 in _AUX and len(core) > 1 and core[1] in _SUBJ:
+        return True
+    if w0 in ("and", "so", "but") and len(core) > 2 and (core[1] in _QWORDS or (core[1] in _AUX and core[2] in _SUBJ)):
+        return True
+    return False
+
+
+# The memo is keyed by (recogniser id, text); normalisation is pure, so sharing it between threads is safe.
+@lru_cache(maxsize=8192)
+def _normalise_cached_impl(rec_id: int, text: str) -> Normalised:
+    return _RECOGNISERS[rec_id]._normalise(text)
+
+
+_RECOGNISERS: dict[int, IntentRecogniser] = {}
+
+
+def _normalise_cached(rec: IntentRecogniser, text: str) -> Normalised:
+    rid = id(rec)
+    if rid not in _RECOGNISERS:
+        _RECOGNISERS[rid] = rec
+    return _normalise_cached_impl(rid, text)
+
+
+@dataclass(frozen=True, slots=True)
+class PartnerView:
+    """What the scorer needs from the partner's last line."""
+
+    flags: frozenset[str]
+    stems: frozenset[str]
+    statement: bool  # has a non-question sentence of 3+ words (they shared something)
+
+
+@lru_cache(maxsize=8192)
+def _partner_view_impl(rec_id: int, text: str) -> PartnerView:
+    rec = _RECOGNISERS[rec_id]
+    pn = rec.normalise(text)
+    return PartnerView(
+        flags=rec.context_flags(pn),
+        stems=frozenset(content_stems(pn.tokens)),
+        statement=any(not s.question and len(s.tokens) >= 3 for s in pn.sentences),
+    )
+
+
+def partner_view(rec: IntentRecogniser, text: str) -> PartnerView:
+    rid = id(rec)
+    if rid not in _RECOGNISERS:
+        _RECOGNISERS[rid] = rec
+    return _partner_view_impl(rid, text)
+
+
+def clear_caches() -> None:
+    """Forget memoised normalisations (for honest benchmarks)."""
+    _normalise_cached_impl.cache_clear()
+    _partner_view_impl.cache_clear()
+    for rec in list(_RECOGNISERS.values()):
+        rec.typo.memo.clear()
+
+
+_STEMS: dict[str, str] = {}
+
+
+def stem(word: str) -> str:
+    """A crude stem for word overlap: first 5 letters, plural/verb endings trimmed."""
+    w = word
+    for suf in ("ing", "ed", "es", "s"):
+        if len(w) > len(suf) + 3 and w.endswith(suf):
+            w = w[: -len(suf)]
+            break
+    return w[:5]
+
+
+def content_stems(tokens: Iterable[str]) -> set[str]:
+    out = set()
+    for t in tokens:
+        if len(t) > 2 and t not in STOPWORDS and not t.isdigit() and not t.startswith("_"):
+            st = _STEMS.get(t)
+            if st is None:
+                st = stem(t)
+                if len(_STEMS) < 100_000:
+                    _STEMS[t] = st
+            out.add(st)
+    return out

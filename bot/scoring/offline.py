@@ -1,0 +1,469 @@
+"""The offline focus scorer: intent recogniser + small linear model + rules, no network, no heavy deps.
+
+Technique (see docs/scorer.md for the rubric and measured figures)
+-----------------------------------------------------------------
+1. **Intent recognition** (:mod:`bot.scoring.intents`, patterns in ``intents.toml``): each user turn is
+   normalised (chat style, typos, emoji, contractions) and split into sentences; phrasing families name
+   the intents in it (``asks_about_them``, ``offer_help``, ``prospecting``, ``call_to_action``...).
+2. **Context**: the partner's last line decides what a short or self-centred reply means. Was the user
+   asked about themselves (then a brief answer is ``self_disclosure``, neutral)? Did the partner just share
+   something (then a question or "how so?" that picks up their words is a ``follow_up``)? Did they ask
+   about the user's offer (then naming a price is an answer, not an unprompted pitch)?
+3. **Model**: a multinomial logistic regression over intent features, context flags, their interactions,
+   shape features (length, questions, pronoun balance) and word uni/bigrams. It is trained with numpy by
+   ``bench/train_scorer.py`` on the train split only and shipped as ``model.json``; at run time it is a
+   sparse dot product in pure Python, so scoring needs no numpy. The lexical features are regularised
+   much harder than the intent features, so the model leans on intents and only uses words as tie-breakers.
+4. **Rules have the last word on clear-cut intents**: when a turn carries only strong pitch intents
+   (a call to action, a qualifying question, a price) it is a pitch whatever the words around it; only
+   strong other-focused intents (an offer of an introduction, a paraphrase, an open question about them)
+   make it other_focus; a turn that is only a greeting / thanks / closing / logistics is neutral. Mixed
+   turns (both kinds) are left to the model, which weighs how much of the turn each intent covers.
+
+Why not a bigger model: the product must install light (no PyTorch, no downloads) and score thousands of
+turns per second on one core; and with a few hundred labelled lines, named intent families generalise to
+new wording far better than anything learned from the words alone. They also make ``reasons`` explainable.
+
+Focus score: every user turn carries an *effort* weight growing with its length (a long pitch monologue
+weighs more than "yes"), with greetings/thanks/closings and other social filler discounted; its *value* is
+the probability it centred the other person, plus part of the neutral probability. The focus score is the
+effort-weighted mean value, 0-100. The exponents/discounts are fitted on the train conversations.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from bot.scoring.base import (
+    LABELS,
+    ConversationScore,
+    Label,
+    Turn,
+    TurnScore,
+    verdict_for,
+)
+from bot.scoring.intents import (
+    INTENT_LABEL,
+    IntentRecogniser,
+    Normalised,
+    content_stems,
+    partner_view,
+)
+
+MODEL_PATH = Path(__file__).with_name("model.json")
+
+STRONG_OTHER = frozenset(
+    {"asks_about_them", "asks_what_they_do", "asks_about_them_stmt", "follow_up", "reflect", "offer_help", "propose_follow_up"}
+)
+STRONG_PITCH = frozenset(
+    {"self_promotion", "offer_product", "call_to_action", "prospecting", "ask_favour", "steer_to_self"}
+)
+STRONG_NEUTRAL = frozenset({"greeting", "thanks", "closing", "logistics"})
+SOCIAL = frozenset({"greeting", "thanks", "closing", "acknowledge", "small_talk", "logistics"})
+_FIRST = frozenset("i me my mine myself we us our ours ourselves".split())
+_SECOND = frozenset("you your yours yourself yourselves".split())
+_ANAPHORA = frozenset("that it this those these there they them".split())
+
+DEFAULT_FOCUS = {
+    "alpha": 0.5,  # effort = words ** alpha
+    "social_factor": 0.3,  # greetings, thanks, closings... weigh this much
+    "neutral_value": 0.5,  # a neutral turn counts as half other-focused
+    "min_words": 1.0,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """Everything the scorer read in one user turn."""
+
+    intents: frozenset[str]  # raw pattern intents + derived ones (follow_up, self_disclosure...)
+    features: dict[str, float]
+    follow_up: bool
+    asked_about_user: bool
+    n_words: int
+    social_only: bool
+
+
+def _partner_last(context: Sequence[Turn]) -> tuple[str | None, bool]:
+    """(text of the partner's last line, whether it is the line right before this turn)."""
+    for i in range(len(context) - 1, -1, -1):
+        t = context[i]
+        if t.role == "partner":
+            return t.text, i == len(context) - 1
+    return None, False
+
+
+def _len_bucket(n: int) -> str:
+    if n <= 2:
+        return "1-2"
+    if n <= 5:
+        return "3-5"
+    if n <= 12:
+        return "6-12"
+    if n <= 25:
+        return "13-25"
+    return "26+"
+
+
+def analyse(rec: IntentRecogniser, text: str, context: Sequence[Turn] = ()) -> Analysis:
+    """Recognise intents and build the model features of one user turn. Shared by training and scoring."""
+    norm: Normalised = rec.normalise(text)
+    found = rec.match(norm)
+    n = max(norm.n_words, 1)
+    f: dict[str, float] = {"bias": 1.0}
+
+    # ---- context: the partner's last line
+    p_text, adjacent = _partner_last(context)
+    pflags: frozenset[str] = frozenset()
+    p_stems: frozenset[str] = frozenset()
+    p_statement = False
+    if p_text is not None:
+        pv = partner_view(rec, p_text)
+        pflags = pv.flags
+        p_stems = pv.stems
+        p_statement = pv.statement
+        f["c:has_partner"] = 1.0
+        if not adjacent:
+            f["c:not_adjacent"] = 1.0
+    else:
+        f["c:no_partner"] = 1.0
+    for fl in pflags:
+        f["c:" + fl] = 1.0
+    asked = "partner_asks_about_user" in pflags or "partner_asks_offering" in pflags
+    p_shares = p_statement and "partner_shares" in pflags
+    if p_shares:
+        f["c:p_shares_stmt"] = 1.0
+    n_user_before = sum(1 for t in context if t.role == "user")
+    f["c:user_turn_" + ("0" if n_user_before == 0 else "1-2" if n_user_before <= 2 else "3+")] = 1.0
+
+    # ---- shape
+    sents = norm.sentences
+    questions = [s for s in sents if s.question]
+    is_q = bool(questions)
+    toks = norm.tokens
+    n_first = sum(1 for t in toks if t in _FIRST)
+    n_second = sum(1 for t in toks if t in _SECOND)
+    f["len:" + _len_bucket(norm.n_words)] = 1.0
+    f["loglen"] = math.log1p(norm.n_words) / 3.0
+    if is_q:
+        f["q:any"] = 1.0
+        f["q:share"] = len(questions) / max(len(sents), 1)
+        if sents and sents[-1].question:
+            f["q:ends"] = 1.0
+    if n_first > n_second:
+        f["pr:i>you"] = 1.0
+    elif n_second > n_first:
+        f["pr:you>i"] = 1.0
+    f["pr:first"] = min(n_first / n, 0.5) * 2
+    f["pr:second"] = min(n_second / n, 0.5) * 2
+
+    # ---- overlap with the partner's last line
+    u_stems = content_stems(toks)
+    overlap = len(u_stems & p_stems) if p_stems else 0
+    if overlap:
+        f["ov:any"] = 1.0
+        if overlap >= 2:
+            f["ov:2+"] = 1.0
+    anaphoric_q = any(any(t in _ANAPHORA for t in s.tokens) for s in questions)
+
+    # ---- intents
+    intents = set(found)
+    if "follow_up_phrase" in intents:
+        intents.discard("follow_up_phrase")
+        if p_text is not None and not ("partner_asks_about_user" in pflags and not p_statement):
+            intents.add("follow_up")
+        else:
+            intents.add("asks_about_them")
+    if "asks_about_them_stmt" in intents and p_shares:
+        intents.add("follow_up")
+    if p_text is not None and p_statement and (is_q or "reflect" in intents):
+        # a question / paraphrase that picks up the partner's own words, or points back at what they said
+        if overlap >= 1 and (is_q or "reflect" in intents) and not (intents & {"prospecting", "call_to_action", "offer_product"}):
+            intents.add("follow_up")
+        elif anaphoric_q and norm.n_words <= 12 and not (intents & {"prospecting", "call_to_action", "offer_product"}):
+            intents.add("follow_up")
+    if p_shares and overlap >= 1 and "offer_help" in intents:
+        intents.add("follow_up")  # an offer that answers what they just said
+    if "asks_what_they_do" in intents:
+        intents.add("asks_about_them")
+    self_ish = bool(intents & {"self_disclosure", "self_talk"})
+    if self_ish:
+        if asked:
+            intents.add("self_disclosure")
+        elif "self_disclosure" in intents and norm.n_words > 15 and not is_q:
+            intents.discard("self_disclosure")
+            intents.add("self_talk")
+    for name in intents:
+        f["i:" + name] = 1.0
+    # how much of the turn each side's intents cover (dominant intent of mixed turns)
+    cover_o = sum(v for k, v in found.items() if INTENT_LABEL.get(k, "") == "other_focus" or k in ("asks_about_them_stmt", "follow_up_phrase"))
+    cover_p = sum(v for k, v in found.items() if k in STRONG_PITCH)
+    f["cov:other"] = min(cover_o / n, 1.0)
+    f["cov:pitch"] = min(cover_p / n, 1.0)
+    so = intents & STRONG_OTHER
+    sp = intents & STRONG_PITCH
+    if so and sp:
+        f["g:both"] = 1.0
+    elif so:
+        f["g:other_only"] = 1.0
+    elif sp:
+        f["g:pitch_only"] = 1.0
+    if not so and not sp:
+        f["g:none"] = 1.0
+    social_only = bool(intents) and intents <= SOCIAL
+    if social_only:
+        f["g:social_only"] = 1.0
+
+    # ---- interactions with the context
+    tag = "asked" if asked else "unasked"
+    for name in ("self_disclosure", "self_talk", "offer_product", "call_to_action", "self_promotion", "steer_to_self", "prospecting"):
+        if name in intents:
+            f["x:%s|%s" % (name, tag)] = 1.0
+    if asked and not is_q and n_first >= n_second:
+        f["x:answer_about_self|" + _len_bucket(norm.n_words)] = 1.0
+    if "partner_asks_offering" in pflags and (intents & {"offer_product", "call_to_action", "self_talk"}):
+        f["x:answers_offering"] = 1.0
+    if is_q and p_shares:
+        f["x:q|p_shares"] = 1.0
+        if overlap:
+            f["x:q|overlap"] = 1.0
+    if is_q and not so and not sp:
+        f["x:q_plain"] = 1.0
+    if "partner_pitches" in pflags and is_q:
+        f["x:q|p_pitches"] = 1.0
+
+    # ---- words (regularised hard in training)
+    prev = "<s>"
+    for s in sents:
+        prev = "<s>"
+        for t in s.tokens:
+            f["w:" + t] = 1.0
+            f["b:%s_%s" % (prev, t)] = 1.0
+            prev = t
+        f["b:%s_</s>" % prev] = 1.0
+
+    follow = "follow_up" in intents
+    return Analysis(
+        intents=frozenset(intents),
+        features=f,
+        follow_up=follow,
+        asked_about_user=asked,
+        n_words=norm.n_words,
+        social_only=social_only,
+    )
+
+
+def _public_intents(intents: frozenset[str] | set[str], label: str | None = None) -> frozenset[str]:
+    out = set(intents)
+    if "asks_about_them_stmt" in out:
+        out.discard("asks_about_them_stmt")
+        out.add("asks_about_them")
+    if "prospecting" in out or "ask_favour" in out or ("call_to_action" in out and label == "pitch"):
+        # a sales question is not a genuine question about them
+        out.discard("asks_about_them")
+    return frozenset(out)
+
+
+class _Model:
+    """Sparse multinomial logistic regression, pure Python at run time."""
+
+    def __init__(self, data: Mapping):
+        self.labels: tuple[str, ...] = tuple(data.get("labels", LABELS))
+        self.bias = [float(x) for x in data.get("bias", [0.0] * len(self.labels))]
+        self.weights: dict[str, tuple[float, ...]] = {k: tuple(v) for k, v in data.get("weights", {}).items()}
+        self.focus = {**DEFAULT_FOCUS, **data.get("focus", {})}
+        self.known_words = tuple(sorted(data.get("known_words", [])))
+        self.use_rules = bool(data.get("use_rules", True))
+
+    def probs(self, feats: Mapping[str, float]) -> list[float]:
+        k = len(self.labels)
+        z = list(self.bias)
+        w = self.weights
+        for name, v in feats.items():
+            row = w.get(name)
+            if row is not None:
+                for j in range(k):
+                    z[j] += row[j] * v
+        m = max(z)
+        e = [math.exp(x - m) for x in z]
+        s = sum(e)
+        return [x / s for x in e]
+
+
+_PRIOR_FALLBACK = {
+    # used only when model.json is missing (e.g. before training): a hand-set prior over intent features
+    "i:asks_about_them": (2.0, -1.0, 0.0),
+    "i:asks_what_they_do": (2.0, -1.0, 0.0),
+    "i:asks_about_them_stmt": (2.5, -1.0, 0.0),
+    "i:follow_up": (2.5, -1.0, 0.0),
+    "i:reflect": (2.5, -1.0, 0.0),
+    "i:offer_help": (3.0, -1.0, 0.0),
+    "i:propose_follow_up": (2.0, -0.5, 0.0),
+    "i:compliment": (1.0, -0.5, 0.5),
+    "i:self_promotion": (-1.0, 3.0, 0.0),
+    "i:offer_product": (-1.0, 3.0, 0.0),
+    "i:call_to_action": (-1.0, 3.0, 0.0),
+    "i:prospecting": (-2.0, 4.0, 0.0),
+    "i:ask_favour": (-1.0, 3.0, 0.0),
+    "i:steer_to_self": (-1.0, 2.5, 0.0),
+    "x:self_talk|unasked": (-0.5, 1.0, 0.0),
+    "i:greeting": (-0.5, -0.5, 2.0),
+    "i:thanks": (-0.5, -0.5, 2.0),
+    "i:small_talk": (-0.3, -0.5, 1.5),
+    "i:closing": (-0.5, -0.5, 2.0),
+    "i:logistics": (-0.5, -0.5, 2.0),
+    "i:self_disclosure": (-0.5, -0.5, 1.5),
+    "i:acknowledge": (-0.5, -0.5, 1.5),
+}
+
+
+class OfflineScorer:
+    """Deterministic, thread-safe offline scorer implementing :class:`bot.scoring.base.Scorer`.
+
+    Build once (``default_scorer()`` caches one) and share: all state is read-only after construction.
+    """
+
+    def __init__(self, model_path: str | Path | None = None, intents_path: str | Path | None = None):
+        path = Path(model_path) if model_path else MODEL_PATH
+        if path.exists():
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        else:
+            data = {"labels": list(LABELS), "bias": [0.0, 0.0, 0.3], "weights": {k: list(v) for k, v in _PRIOR_FALLBACK.items()}}
+        self._model = _Model(data)
+        self._rec = IntentRecogniser.load(str(intents_path) if intents_path else None, self._model.known_words)
+        self._label_index = {l: i for i, l in enumerate(self._model.labels)}
+
+    # ------------------------------------------------------------------ intents
+
+    def analyse(self, text: str, context: Sequence[Turn] = ()) -> Analysis:
+        return analyse(self._rec, text, _as_turns(context))
+
+    def intents(self, text: str, context: Sequence[Turn] = ()) -> frozenset[str]:
+        """The intents recognised in ``text`` given the conversation so far (see docs/scorer.md)."""
+        a = self.analyse(text, context)
+        return _public_intents(a.intents)
+
+    # ------------------------------------------------------------------ turns
+
+    def _decide(self, a: Analysis) -> tuple[Label, float, list[float]]:
+        p = self._model.probs(a.features)
+        labels = self._model.labels
+        best = max(range(len(p)), key=lambda j: (p[j], -j))
+        label: str = labels[best]
+        if self._model.use_rules:
+            ruled = _rule(a)
+            if ruled is not None and ruled != label:
+                label = ruled
+        conf = p[self._label_index[label]]
+        if self._model.use_rules and _rule(a) == label:
+            conf = max(conf, 0.55 + 0.4 * conf)
+        return label, round(min(max(conf, 0.0), 1.0), 4), p  # type: ignore[return-value]
+
+    def score_turn(self, text: str, context: Sequence[Turn] = ()) -> TurnScore:
+        a = self.analyse(text, context)
+        label, conf, _ = self._decide(a)
+        return TurnScore(label=label, confidence=conf, reasons=_reasons(a, label), follow_up=a.follow_up)
+
+    # ------------------------------------------------------------------ conversations
+
+    def score_conversation(self, turns: Sequence[Turn]) -> ConversationScore:
+        turns = _as_turns(turns)
+        scores: list[TurnScore] = []
+        num = 0.0
+        den = 0.0
+        fp = self._model.focus
+        other_i = self._label_index["other_focus"]
+        neutral_i = self._label_index["neutral"]
+        for i, t in enumerate(turns):
+            if t.role != "user":
+                continue
+            a = self.analyse(t.text, turns[:i])
+            label, conf, p = self._decide(a)
+            scores.append(TurnScore(label=label, confidence=conf, reasons=_reasons(a, label), follow_up=a.follow_up))
+            w, v = turn_effort_value(label, p, other_i, neutral_i, a.n_words, a.social_only, fp)
+            num += w * v
+            den += w
+        focus = int(round(100.0 * num / den)) if den > 0 else 50
+        focus = max(0, min(100, focus))
+        return ConversationScore(focus_score=focus, verdict=verdict_for(focus), turn_scores=tuple(scores))
+
+
+def turn_effort_value(
+    label: str, p: Sequence[float], other_i: int, neutral_i: int, n_words: int, social_only: bool, fp: Mapping[str, float]
+) -> tuple[float, float]:
+    """(effort weight, other-focus value in 0..1) of one user turn; used by the focus score."""
+    w = max(float(n_words), fp.get("min_words", 1.0)) ** fp["alpha"]
+    if label == "neutral" and social_only:
+        w *= fp["social_factor"]
+    # value: the decided label anchors it; the model's probabilities soften it a little
+    hard = 1.0 if label == "other_focus" else fp["neutral_value"] if label == "neutral" else 0.0
+    soft = p[other_i] + fp["neutral_value"] * p[neutral_i]
+    mix = fp.get("soft_mix", 0.0)
+    v = (1 - mix) * hard + mix * soft
+    return w, v
+
+
+def _rule(a: Analysis) -> str | None:
+    """Clear-cut intents decide on their own; None when the model should weigh a mixed/unclear turn."""
+    it = a.intents
+    so = it & STRONG_OTHER
+    sp = it & STRONG_PITCH
+    if sp and not so:
+        if a.asked_about_user and a.features.get("c:partner_asks_offering") and sp <= {"offer_product", "call_to_action"} and a.n_words <= 20:
+            return None  # answering "how much?" / "do you have a card?" is not an unprompted pitch
+        return "pitch"
+    if so and not sp:
+        if so <= {"asks_about_them"} and it & (SOCIAL - {"acknowledge"}):
+            return None  # "how are you?", "first time here?": small talk shaped as a question
+        if "self_talk" in it and not a.follow_up and so <= {"asks_about_them"} and a.n_words > 25:
+            return None  # a long self-centred monologue with a token question at the end
+        return "other_focus"
+    if not so and not sp and it and it <= (STRONG_NEUTRAL | {"acknowledge", "small_talk"}) and it & STRONG_NEUTRAL:
+        return "neutral"
+    return None
+
+
+_REASON_ORDER = {
+    "other_focus": ("follow_up", "asks_what_they_do", "asks_about_them", "reflect", "offer_help", "propose_follow_up", "compliment"),
+    "pitch": ("prospecting", "call_to_action", "offer_product", "self_promotion", "ask_favour", "steer_to_self", "self_talk"),
+    "neutral": ("greeting", "thanks", "small_talk", "acknowledge", "closing", "logistics", "self_disclosure"),
+}
+
+
+def _reasons(a: Analysis, label: str) -> tuple[str, ...]:
+    pub = _public_intents(a.intents, label)
+    first = [r for r in _REASON_ORDER[label] if r in pub]
+    rest = sorted(r for r in pub if r not in first)
+    return tuple(first + rest)
+
+
+def _as_turns(context) -> tuple[Turn, ...]:
+    out = []
+    for t in context or ():
+        if isinstance(t, Turn):
+            out.append(t)
+        elif isinstance(t, Mapping):
+            out.append(Turn(role=t.get("role", "partner"), text=str(t.get("text", ""))))
+        else:
+            out.append(Turn(role=getattr(t, "role"), text=getattr(t, "text")))
+    return tuple(out)
+
+
+_DEFAULT: OfflineScorer | None = None
+_LOCK = threading.Lock()
+
+
+def default_scorer() -> OfflineScorer:
+    """The shared offline scorer (built once, thread-safe)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        with _LOCK:
+            if _DEFAULT is None:
+                _DEFAULT = OfflineScorer()
+    return _DEFAULT

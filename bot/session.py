@@ -1,0 +1,253 @@
+"""Practice sessions: start a role-play, exchange turns, end it and get the debrief.
+
+This is the coaching engine the front ends share (terminal today, Telegram next). It knows nothing
+about either: it takes a user id and text, and returns text and data. Every state change is saved
+to the store before the method returns, so a session survives a restart of the process.
+
+One user's turns are handled one at a time (an ``asyncio.Lock`` per user); different users never
+wait for each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from bot.debrief import Debrief, build_debrief
+from bot.hints import hint_for
+from bot.persona import OfflinePersona, PersonaEngine, PersonaState, Reading, update_engagement
+from bot.scenarios import Scenario, ScenarioLibrary
+from bot.scoring import OfflineScorer, Turn
+from bot.store import Store
+
+SESSIONS = "sessions"
+PROFILE = "profile"
+MAX_TURN_CHARS = 4096  # Telegram's own limit; the terminal is held to the same
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class SessionError(Exception):
+    """Something the user asked for cannot be done right now; the message says what to do instead."""
+
+
+@dataclass
+class Session:
+    id: str
+    user_id: str
+    scenario_id: str
+    started_at: str
+    persona: PersonaState
+    turns: list[dict[str, Any]] = field(default_factory=list)  # {"role", "text", "at", "label"?}
+    status: str = "active"  # active | ended | abandoned
+    ended_at: str | None = None
+    ended_by: str | None = None  # user | partner
+    hints: int = 0
+    result: dict[str, Any] | None = None  # focus_score, verdict, labels once ended
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+    def transcript(self) -> list[Turn]:
+        return [Turn(t["role"], t["text"]) for t in self.turns]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["persona"] = self.persona.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Session":
+        data = dict(data)
+        data["persona"] = PersonaState.from_dict(data["persona"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    """What came of one user turn."""
+
+    reply: str
+    left: bool  # the persona ended the conversation
+    label: str
+    engagement: int
+    engagement_change: int
+
+
+class PracticeEngine:
+    def __init__(
+        self,
+        store: Store,
+        library: ScenarioLibrary,
+        scorer: OfflineScorer | None = None,
+        persona: PersonaEngine | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ):
+        self.store = store
+        self.library = library
+        self.scorer = scorer or OfflineScorer()
+        self.persona = persona
+        self.clock = clock
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _lock(self, user_id: str) -> asyncio.Lock:
+        lock = self._locks.get(user_id)
+        if lock is None:
+            lock = self._locks[user_id] = asyncio.Lock()
+        return lock
+
+    def _now(self) -> str:
+        return self.clock().isoformat(timespec="seconds")
+
+    async def _io(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Store calls fsync; run them off the event loop so other users are not held up."""
+        return await asyncio.to_thread(fn, *args)
+
+    def _persona_for(self, session: Session) -> PersonaEngine:
+        return self.persona or OfflinePersona(seed=session.id)
+
+    def scenario_for(self, session: Session) -> Scenario:
+        scenario = self.library.get(session.scenario_id)
+        if scenario is None:
+            raise SessionError(f"The scenario {session.scenario_id!r} is no longer available.")
+        return scenario
+
+    def _save(self, session: Session) -> None:
+        self.store.put(session.user_id, SESSIONS, session.id, session.to_dict())
+
+    def _set_active(self, user_id: str, session_id: str | None) -> None:
+        def change(profile: dict[str, Any] | None) -> dict[str, Any]:
+            profile = dict(profile or {})
+            profile["active_session"] = session_id
+            return profile
+
+        self.store.update(user_id, PROFILE, PROFILE, change)
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def active(self, user_id: str) -> Session | None:
+        """The user's role-play in progress, if any (read from the store: survives restarts)."""
+        profile = self.store.get(user_id, PROFILE, PROFILE) or {}
+        session_id = profile.get("active_session")
+        if not session_id:
+            return None
+        session = self.get(user_id, session_id)
+        return session if session and session.active else None
+
+    def get(self, user_id: str, session_id: str) -> Session | None:
+        data = self.store.get(user_id, SESSIONS, session_id)
+        return Session.from_dict(data) if data else None
+
+    def history(self, user_id: str) -> list[Session]:
+        """Finished sessions, oldest first."""
+        sessions = [Session.from_dict(d) for d in self.store.all(user_id, SESSIONS)]
+        return sorted((s for s in sessions if s.status == "ended"), key=lambda s: (s.started_at, s.id))
+
+    # -- commands ------------------------------------------------------------------------------
+
+    async def start(self, user_id: str, scenario_id: str) -> Session:
+        """Begin a role-play; a role-play already in progress is set aside (kept, marked abandoned)."""
+        scenario = self.library.get(scenario_id)
+        if scenario is None:
+            raise SessionError(f"There is no scenario called {scenario_id!r}.")
+        async with self._lock(user_id):
+            previous = await self._io(self.active, user_id)
+            if previous is not None:
+                previous.status = "abandoned"
+                previous.ended_at = self._now()
+                await self._io(self._save, previous)
+            session = Session(
+                id=f"{self.clock():%Y%m%d%H%M%S}-{secrets.token_hex(3)}",
+                user_id=user_id,
+                scenario_id=scenario.id,
+                started_at=self._now(),
+                persona=PersonaState.initial(scenario),
+            )
+            session.turns.append({"role": "partner", "text": scenario.persona.opening_line, "at": self._now()})
+            await self._io(self._save, session)
+            await self._io(self._set_active, user_id, session.id)
+            return session
+
+    async def say(self, user_id: str, text: str) -> TurnResult:
+        """Feed one user turn; returns the persona's reply. The turn is saved before replying."""
+        text = text.strip()
+        if not text:
+            raise SessionError("That message was empty. Say something to continue the conversation.")
+        if len(text) > MAX_TURN_CHARS:
+            raise SessionError(f"That message is too long ({len(text)} characters; at most {MAX_TURN_CHARS}).")
+        async with self._lock(user_id):
+            session = await self._io(self.active, user_id)
+            if session is None:
+                raise SessionError("No role-play is running. Start one with /practice.")
+            scenario = self.scenario_for(session)
+            if session.persona.left:
+                raise SessionError(f"{scenario.persona.first_name} has left the conversation. Use /end to see your debrief.")
+            history = session.transcript()
+            score = self.scorer.score_turn(text, history)
+            reading = Reading(score, self.scorer.intents(text, history))
+            change = update_engagement(session.persona, reading, text)
+            session.turns.append(
+                {"role": "user", "text": text, "at": self._now(), "label": score.label, "confidence": score.confidence}
+            )
+            reply = await self._persona_for(session).reply(scenario, session.persona, history, text, reading)
+            session.turns.append({"role": "partner", "text": reply.text, "at": self._now()})
+            if reply.left:
+                session.persona.left = True
+            await self._io(self._save, session)
+            return TurnResult(reply.text, reply.left, score.label, session.persona.engagement, change)
+
+    async def hint(self, user_id: str) -> str:
+        async with self._lock(user_id):
+            session = await self._io(self.active, user_id)
+            if session is None:
+                raise SessionError("Hints are for a role-play in progress. Start one with /practice.")
+            session.hints += 1
+            await self._io(self._save, session)
+            return hint_for(self.scenario_for(session), session.persona, session.transcript(), self.scorer)
+
+    async def end(self, user_id: str) -> tuple[Session, Debrief]:
+        """Finish the role-play in progress, score it and keep the result."""
+        async with self._lock(user_id):
+            session = await self._io(self.active, user_id)
+            if session is None:
+                raise SessionError("No role-play is running. Start one with /practice.")
+            scenario = self.scenario_for(session)
+            debrief = build_debrief(scenario, session.persona, session.transcript(), self.scorer)
+            session.status = "ended"
+            session.ended_at = self._now()
+            session.ended_by = "partner" if session.persona.left else "user"
+            session.result = {
+                "focus_score": debrief.focus_score,
+                "verdict": debrief.verdict,
+                "labels": [t.label for t in debrief.turns],
+            }
+            await self._io(self._save, session)
+            await self._io(self._set_active, user_id, None)
+            return session, debrief
+
+    async def cancel(self, user_id: str) -> bool:
+        """Drop the role-play in progress without scoring it. Returns False if there was none."""
+        async with self._lock(user_id):
+            session = await self._io(self.active, user_id)
+            if session is None:
+                return False
+            session.status = "abandoned"
+            session.ended_at = self._now()
+            await self._io(self._save, session)
+            await self._io(self._set_active, user_id, None)
+            return True
+
+    def debrief(self, user_id: str, session_id: str) -> Debrief | None:
+        """Rebuild the debrief of a finished session (deterministic, so it matches the original)."""
+        session = self.get(user_id, session_id)
+        if session is None or session.status != "ended":
+            return None
+        return build_debrief(self.scenario_for(session), session.persona, session.transcript(), self.scorer)

@@ -1,0 +1,267 @@
+"""Per-user storage: the small interface the engine needs, and its TinyDB adapter.
+
+Each user has one JSON file under the data directory, so one user's traffic never waits for
+another's and a damaged file can only ever affect one person. TinyDB's own ``JSONStorage``
+rewrites files in place (a crash mid-write leaves half a file), so :class:`AtomicJSONStorage`
+writes a temp file in the same folder, fsyncs it and ``os.replace``\\ s it over the old one.
+
+Writers are serialised per user: a ``threading.Lock`` inside the process and an ``flock`` on a
+sidecar lock file across processes (the terminal and the bot may share a data directory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
+
+from tinydb import Query, TinyDB
+from tinydb.storages import Storage
+
+try:  # POSIX only; elsewhere the in-process lock still applies.
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+SCHEMA_VERSION = 1
+USER_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class StoreError(RuntimeError):
+    """The store cannot do what was asked (unreadable file, disk full, read-only folder...)."""
+
+
+class Store(Protocol):
+    """Records grouped by user and table, each record keyed by a string.
+
+    Kept this small on purpose: a second backend (e.g. PostgreSQL) only has to implement these.
+    """
+
+    def get(self, user_id: str, table: str, key: str) -> dict[str, Any] | None: ...
+
+    def put(self, user_id: str, table: str, key: str, record: dict[str, Any]) -> None: ...
+
+    def all(self, user_id: str, table: str) -> list[dict[str, Any]]: ...
+
+    def delete(self, user_id: str, table: str, key: str) -> bool: ...
+
+    def update(
+        self, user_id: str, table: str, key: str, change: Callable[[dict[str, Any] | None], dict[str, Any] | None]
+    ) -> dict[str, Any] | None: ...
+
+    def export_user(self, user_id: str) -> dict[str, Any]: ...
+
+    def delete_user(self, user_id: str) -> bool: ...
+
+    def user_ids(self) -> list[str]: ...
+
+
+class AtomicJSONStorage(Storage):
+    """TinyDB storage that never leaves a half-written file behind."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+
+    def read(self) -> dict[str, Any] | None:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot read {self.path.name}: {exc.strerror}") from None
+        if not raw.strip():
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise StoreError(f"{self.path.name} is not valid JSON; left untouched for inspection") from None
+        if not isinstance(data, dict):
+            raise StoreError(f"{self.path.name} does not hold a TinyDB document")
+        return data
+
+    def write(self, data: dict[str, Any]) -> None:
+        atomic_write_bytes(self.path, json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+    def close(self) -> None:
+        pass
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` so that readers see either the old or the new file, never a mix."""
+    tmp_name = None
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, path)
+        tmp_name = None
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        raise StoreError(f"cannot write {path.name}: {exc.strerror or exc}") from exc
+    finally:
+        if tmp_name is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class TinyDBStore:
+    """One TinyDB file per user: ``<data_dir>/users/<user_id>.json``."""
+
+    def __init__(self, data_dir: str | os.PathLike[str]):
+        self.data_dir = Path(data_dir)
+        self.users_dir = self.data_dir / "users"
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _path(self, user_id: str) -> Path:
+        if not USER_ID_RE.match(user_id):
+            raise ValueError(f"invalid user id {user_id!r}")
+        return self.users_dir / f"{user_id}.json"
+
+    def _lock(self, user_id: str) -> threading.Lock:
+        with self._locks_guard:
+            lock = self._locks.get(user_id)
+            if lock is None:
+                lock = self._locks[user_id] = threading.Lock()
+            return lock
+
+    @contextlib.contextmanager
+    def _open(self, user_id: str, create: bool) -> Iterator[TinyDB | None]:
+        """Hold the user's locks and yield their database (None if absent and not creating)."""
+        path = self._path(user_id)
+        with self._lock(user_id):
+            if not create and not path.exists():
+                yield None
+                return
+            try:
+                self.users_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create {self.users_dir}: {exc.strerror}") from None
+            with self._file_lock(path):
+                db = TinyDB(path, storage=AtomicJSONStorage)
+                try:
+                    self._check_schema(db, path)
+                    yield db
+                finally:
+                    db.close()
+
+    @contextlib.contextmanager
+    def _file_lock(self, path: Path) -> Iterator[None]:
+        if fcntl is None:
+            yield
+            return
+        lock_path = path.with_suffix(".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            # A read-only data dir: reads still work, writes will fail with a clear StoreError.
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _check_schema(db: TinyDB, path: Path) -> None:
+        meta = db.table("_meta")
+        row = meta.get(doc_id=1)
+        if row is None:
+            if len(db.tables()) <= 1:  # brand-new file: stamp it
+                meta.insert({"schema_version": SCHEMA_VERSION})
+            return
+        version = row.get("schema_version", 0)
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{path.name} was written by a newer netcoach (schema {version}); upgrade netcoach")
+        # Future migrations go here, one step per version, each followed by a version bump.
+
+    # -- the Store interface ------------------------------------------------------------------
+
+    def get(self, user_id: str, table: str, key: str) -> dict[str, Any] | None:
+        with self._open(user_id, create=False) as db:
+            if db is None:
+                return None
+            row = db.table(table).get(Query()._key == key)
+            return _strip(row) if row is not None else None
+
+    def put(self, user_id: str, table: str, key: str, record: dict[str, Any]) -> None:
+        with self._open(user_id, create=True) as db:
+            assert db is not None
+            db.table(table).upsert({**record, "_key": key}, Query()._key == key)
+
+    def update(
+        self, user_id: str, table: str, key: str, change: Callable[[dict[str, Any] | None], dict[str, Any] | None]
+    ) -> dict[str, Any] | None:
+        """Read-modify-write one record under the user's lock; ``change`` returning None deletes it."""
+        with self._open(user_id, create=True) as db:
+            assert db is not None
+            tbl = db.table(table)
+            row = tbl.get(Query()._key == key)
+            new = change(_strip(row) if row is not None else None)
+            if new is None:
+                if row is not None:
+                    tbl.remove(Query()._key == key)
+            else:
+                tbl.upsert({**new, "_key": key}, Query()._key == key)
+            return new
+
+    def all(self, user_id: str, table: str) -> list[dict[str, Any]]:
+        with self._open(user_id, create=False) as db:
+            if db is None:
+                return []
+            return [_strip(r) for r in db.table(table).all()]
+
+    def delete(self, user_id: str, table: str, key: str) -> bool:
+        with self._open(user_id, create=False) as db:
+            if db is None:
+                return False
+            return bool(db.table(table).remove(Query()._key == key))
+
+    def export_user(self, user_id: str) -> dict[str, Any]:
+        with self._open(user_id, create=False) as db:
+            if db is None:
+                return {}
+            return {
+                name: [_strip(r) for r in db.table(name).all()] for name in sorted(db.tables()) if not name.startswith("_")
+            }
+
+    def delete_user(self, user_id: str) -> bool:
+        path = self._path(user_id)
+        with self._lock(user_id), self._file_lock(path):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                return False
+            except OSError as exc:
+                raise StoreError(f"cannot delete {path.name}: {exc.strerror}") from None
+        with contextlib.suppress(OSError):
+            path.with_suffix(".lock").unlink()
+        return True
+
+    def user_ids(self) -> list[str]:
+        if not self.users_dir.is_dir():
+            return []
+        return sorted(p.stem for p in self.users_dir.glob("*.json"))
+
+
+def _strip(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k != "_key"}

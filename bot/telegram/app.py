@@ -1,0 +1,149 @@
+"""Build and run the Telegram application. ``netcoach run`` and the end-to-end tests use the same
+:func:`build_application`, so what is tested is what runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+from telegram import BotCommand, Update
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    CommandHandler,
+    MessageHandler,
+    filters,
+)
+
+from bot.config import Config
+from bot.scenarios import ScenarioLibrary
+from bot.session import PracticeEngine
+from bot.store import TinyDBStore
+from bot.telegram import handlers as h
+from bot.telegram.formatting import command_descriptions
+
+log = logging.getLogger(__name__)
+
+
+class RedactSecrets(logging.Filter):
+    """Replace the bot token anywhere in a log record (httpx and PTB log request URLs)."""
+
+    def __init__(self, *secrets: str | None):
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        message = record.getMessage()
+        if any(s in message for s in self.secrets):
+            for s in self.secrets:
+                message = message.replace(s, "<redacted>")
+            record.msg, record.args = message, ()
+        if record.exc_info and record.exc_info[1] is not None:
+            text = logging.Formatter().formatException(record.exc_info)
+            if any(s in text for s in self.secrets):
+                for s in self.secrets:
+                    text = text.replace(s, "<redacted>")
+                record.exc_info, record.exc_text = None, text
+        return True
+
+
+def install_redaction(token: str | None) -> None:
+    """Attach :class:`RedactSecrets` to every root handler, and quieten httpx's per-request lines."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    redactor = RedactSecrets(token)
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in root.handlers:
+        handler.addFilter(redactor)
+
+
+def file_url_for(base_url: str) -> str:
+    """``http://host/bot`` -> ``http://host/file/bot`` (how the Bot API lays out file downloads)."""
+    return re.sub(r"/bot$", "/file/bot", base_url.rstrip("/"))
+
+
+def make_engine(config: Config) -> PracticeEngine:
+    return PracticeEngine(TinyDBStore(config.data_dir), ScenarioLibrary.from_dir(config.scenarios_dir))
+
+
+async def post_init(app: Application) -> None:
+    """Register the command menu so users see every command with a description."""
+    await app.bot.set_my_commands([BotCommand(name, text) for name, text in command_descriptions().items()])
+
+
+def build_application(config: Config, engine: PracticeEngine | None = None) -> Application:
+    if not config.telegram_token:
+        raise ValueError("TELEGRAM_BOT_TOKEN is not set")
+    builder = (
+        ApplicationBuilder()
+        .token(config.telegram_token)
+        .rate_limiter(AIORateLimiter(max_retries=3))
+        .concurrent_updates(True)  # users run in parallel; the engine serialises each user's turns
+        .post_init(post_init)
+    )
+    if config.telegram_base_url:
+        builder = builder.base_url(config.telegram_base_url).base_file_url(file_url_for(config.telegram_base_url))
+    app = builder.build()
+    app.bot_data["engine"] = engine or make_engine(config)
+    register_handlers(app)
+    return app
+
+
+def register_handlers(app: Application) -> None:
+    private = filters.ChatType.PRIVATE
+    # Groups and channels first: the bot coaches one person at a time.
+    app.add_handler(MessageHandler(filters.ChatType.GROUPS & filters.UpdateType.MESSAGE, h.on_group))
+    for name, fn in {
+        "start": h.start,
+        "help": h.help_command,
+        "practice": h.practice,
+        "hint": h.hint,
+        "end": h.end,
+        "cancel": h.cancel,
+        "history": h.history,
+        "progress": h.progress,
+        "export": h.export,
+        "forget": h.forget,
+    }.items():
+        app.add_handler(CommandHandler(name, fn, filters=private & filters.UpdateType.MESSAGE))
+    app.add_handler(CallbackQueryHandler(h.on_button))
+    private_messages = private & filters.UpdateType.MESSAGE
+    app.add_handler(MessageHandler(private_messages & filters.COMMAND, h.unknown_command))
+    app.add_handler(MessageHandler(private_messages & filters.TEXT, h.on_text))
+    app.add_handler(MessageHandler(private_messages, h.on_non_text))
+    # Edited messages and channel posts are ignored by design: a role-play moves forward only.
+    app.add_error_handler(h.on_error)
+
+
+@dataclass(frozen=True)
+class WebhookOptions:
+    url: str  # public HTTPS URL Telegram calls
+    listen: str = "0.0.0.0"
+    port: int = 8443
+    secret_token: str | None = None  # Telegram sends it back in X-Telegram-Bot-Api-Secret-Token
+
+
+def run_bot(config: Config, webhook: WebhookOptions | None = None) -> None:
+    """Run until interrupted: long polling by default, or a webhook server."""
+    install_redaction(config.telegram_token)
+    app = build_application(config)
+    log.info("netcoach bot starting (%s)", "webhook" if webhook else "long polling")
+    if webhook is None:
+        app.run_polling(allowed_updates=Update.ALL_TYPES, drop_pending_updates=False)
+    else:
+        path = "telegram"
+        app.run_webhook(
+            listen=webhook.listen,
+            port=webhook.port,
+            url_path=path,
+            webhook_url=f"{webhook.url.rstrip('/')}/{path}",
+            secret_token=webhook.secret_token,
+            allowed_updates=Update.ALL_TYPES,
+        )

@@ -1,0 +1,469 @@
+"""Telegram handlers: translate updates into engine calls and engine results into messages.
+
+Handlers stay thin: no coaching logic lives here. All conversation state is in the store (via the
+engine), never only in memory, so a restart loses nothing and a button from before the restart
+either still works or says "this menu has expired".
+
+Callback data is ``<area>:<action>[:<arg>]`` and always re-checked against the store, so forged
+or stale data can do nothing the user could not do by typing a command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import logging
+import secrets
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message, Update
+from telegram.constants import ChatAction, ParseMode
+from telegram.error import TelegramError
+from telegram.ext import ContextTypes
+
+from bot.progress import chart_png, summarise
+from bot.scenarios import DIFFICULTIES
+from bot.session import PROFILE, PracticeEngine, Session, SessionError
+from bot.store import StoreError
+from bot.telegram.formatting import button, say, split_message
+
+log = logging.getLogger(__name__)
+
+HISTORY_LINES = 10
+FORGET_TOKEN_TTL = 600  # seconds a /forget confirmation button stays valid
+
+
+# -- plumbing -------------------------------------------------------------------------------------
+
+
+def engine_of(context: ContextTypes.DEFAULT_TYPE) -> PracticeEngine:
+    return context.bot_data["engine"]
+
+
+def user_key(update: Update) -> str:
+    assert update.effective_user is not None
+    return f"tg-{update.effective_user.id}"
+
+
+async def io_call(fn: Any, *args: Any) -> Any:
+    """Store reads touch disk; keep them off the event loop."""
+    return await asyncio.to_thread(fn, *args)
+
+
+async def send_html(message: Message, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
+    """Send possibly long HTML, split below Telegram's limit; buttons go on the last part."""
+    parts = split_message(text)
+    for i, part in enumerate(parts):
+        await message.reply_html(part, reply_markup=markup if i == len(parts) - 1 else None,
+                                 disable_web_page_preview=True)
+
+
+@contextlib.asynccontextmanager
+async def typing(context: ContextTypes.DEFAULT_TYPE, chat_id: int) -> AsyncIterator[None]:
+    """Show "typing…" while the persona thinks; Telegram clears it after ~5 s, so repeat it."""
+
+    async def keep_typing() -> None:
+        while True:
+            with contextlib.suppress(TelegramError):
+                await context.bot.send_chat_action(chat_id, ChatAction.TYPING)
+            await asyncio.sleep(4.5)
+
+    task = asyncio.create_task(keep_typing())
+    try:
+        await asyncio.sleep(0)  # let the first chat action go out before the work starts
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def profile_of(context: ContextTypes.DEFAULT_TYPE, uid: str) -> dict[str, Any]:
+    return engine_of(context).store.get(uid, PROFILE, PROFILE) or {}
+
+
+def update_profile(context: ContextTypes.DEFAULT_TYPE, uid: str, **changes: Any) -> None:
+    def change(profile: dict[str, Any] | None) -> dict[str, Any]:
+        return {**(profile or {}), **changes}
+
+    engine_of(context).store.update(uid, PROFILE, PROFILE, change)
+
+
+def session_buttons(session_id: str) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(button("hint"), callback_data=f"s:hint:{session_id}"),
+          InlineKeyboardButton(button("end"), callback_data=f"s:end:{session_id}")]]
+    )
+
+
+def after_debrief_buttons() -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(button("again"), callback_data="m:practice"),
+          InlineKeyboardButton(button("progress"), callback_data="m:progress")]]
+    )
+
+
+def scenario_keyboard(engine: PracticeEngine, difficulty: str | None) -> InlineKeyboardMarkup:
+    filters_row = [
+        InlineKeyboardButton(("• " if (difficulty or "all") == key else "") + button(key), callback_data=f"p:list:{key}")
+        for key in ("all", *DIFFICULTIES)
+    ]
+    dots = {"easy": "🟢", "medium": "🟡", "hard": "🔴"}
+    rows = [[InlineKeyboardButton(f"{dots[s.difficulty]} {s.title}", callback_data=f"p:pick:{s.id}")]
+            for s in engine.library.all(difficulty)]
+    return InlineKeyboardMarkup([filters_row, *rows])
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Onboarding: what the bot does, then the user's networking goal (asked once)."""
+    uid = user_key(update)
+    first_name = update.effective_user.first_name if update.effective_user else ""
+    profile = await io_call(profile_of, context, uid)
+    markup = InlineKeyboardMarkup([[InlineKeyboardButton(button("practice"), callback_data="m:practice")]])
+    if profile.get("goal"):
+        await update.effective_message.reply_html(say("welcome_back", first_name=first_name, goal=profile["goal"]),
+                                                  reply_markup=markup)
+        return
+    await update.effective_message.reply_html(say("welcome", first_name=first_name))
+    await io_call(update_profile, context, uid, awaiting="goal",
+                  created_at=profile.get("created_at") or datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    await update.effective_message.reply_html(
+        say("ask_goal"), reply_markup=InlineKeyboardMarkup([[InlineKeyboardButton(button("skip"), callback_data="g:skip")]])
+    )
+
+
+async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await update.effective_message.reply_html(say("help"))
+
+
+async def practice(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await update.effective_message.reply_html(
+        say("pick_scenario", difficulty=None), reply_markup=scenario_keyboard(engine_of(context), None)
+    )
+
+
+async def hint(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    try:
+        text = await engine_of(context).hint(user_key(update))
+    except SessionError as exc:
+        await update.effective_message.reply_text(str(exc))
+        return
+    await update.effective_message.reply_html(say("hint", hint=text))
+
+
+async def end(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await finish_session(update.effective_message, context, user_key(update))
+
+
+async def finish_session(message: Message, context: ContextTypes.DEFAULT_TYPE, uid: str) -> None:
+    try:
+        _, debrief = await engine_of(context).end(uid)
+    except SessionError as exc:
+        await message.reply_text(str(exc))
+        return
+    await send_html(message, debrief.render_html(), after_debrief_buttons())
+
+
+async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    uid = user_key(update)
+    cancelled = await engine_of(context).cancel(uid)
+    profile = await io_call(profile_of, context, uid)
+    if profile.get("awaiting"):
+        await io_call(update_profile, context, uid, awaiting=None)
+        cancelled = True
+    await update.effective_message.reply_html(say("cancelled" if cancelled else "nothing_to_cancel"))
+
+
+async def history(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    engine = engine_of(context)
+    sessions = list(reversed(await io_call(engine.history, user_key(update))))
+    if not sessions:
+        await update.effective_message.reply_html(say("history_empty"))
+        return
+    lines = [say("history_head")]
+    buttons = []
+    for s in sessions[:HISTORY_LINES]:
+        scenario = engine.library.get(s.scenario_id)
+        title = scenario.title if scenario else s.scenario_id
+        result = s.result or {}
+        date = s.started_at[:10]
+        lines.append(say("history_line", date=date, title=title, score=result.get("focus_score", 0),
+                         verdict=result.get("verdict", "")))
+        if len(buttons) < 5 and scenario is not None:
+            buttons.append([InlineKeyboardButton(f"📄 {date} {title[:30]} ({result.get('focus_score', 0)})",
+                                                 callback_data=f"h:show:{s.id}")])
+    if len(sessions) > HISTORY_LINES:
+        lines.append(say("history_more", n=len(sessions) - HISTORY_LINES))
+    await send_html(update.effective_message, "\n".join(lines), InlineKeyboardMarkup(buttons) if buttons else None)
+
+
+async def progress(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await send_progress(update.effective_message, context, user_key(update))
+
+
+async def send_progress(message: Message, context: ContextTypes.DEFAULT_TYPE, uid: str) -> None:
+    sessions = await io_call(engine_of(context).history, uid)
+    scores = [int((s.result or {}).get("focus_score", 0)) for s in sessions]
+    if len(scores) < 2:
+        await message.reply_html(say("progress_few", n=len(scores), score=scores[0] if scores else 0))
+        return
+    summary = summarise(scores)
+    png = await asyncio.to_thread(chart_png, summary)
+    caption = say(
+        "progress_caption", n=len(scores), latest=scores[-1], last5=round(summary.last5 or 0),
+        prev5=None if summary.prev5 is None else round(summary.prev5),
+        change=None if summary.change is None else round(summary.change),
+        slope=None if summary.slope is None else round(summary.slope, 1),
+    )
+    await message.reply_photo(InputFile(io.BytesIO(png), filename="progress.png"), caption=caption,
+                              parse_mode=ParseMode.HTML)
+
+
+async def export(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    uid = user_key(update)
+    data = await io_call(engine_of(context).store.export_user, uid)
+    document = {
+        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "telegram_user_id": update.effective_user.id if update.effective_user else None,
+        "data": data,
+    }
+    payload = json.dumps(document, ensure_ascii=False, indent=2).encode("utf-8")
+    await update.effective_message.reply_document(
+        InputFile(io.BytesIO(payload), filename="netcoach-export.json"),
+        caption=say("export_caption", sessions=len(data.get("sessions", []))), parse_mode=ParseMode.HTML,
+    )
+
+
+async def forget(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Ask first: the confirm button carries a one-time token kept in the profile."""
+    uid = user_key(update)
+    token = secrets.token_urlsafe(9)
+    sessions = await io_call(engine_of(context).store.all, uid, "sessions")
+    await io_call(update_profile, context, uid, forget_token=token,
+                  forget_asked_at=datetime.now(timezone.utc).timestamp())
+    markup = InlineKeyboardMarkup([[InlineKeyboardButton(button("forget_yes"), callback_data=f"f:yes:{token}"),
+                                    InlineKeyboardButton(button("forget_no"), callback_data="f:no")]])
+    await update.effective_message.reply_html(say("forget_confirm", sessions=len(sessions)), reply_markup=markup)
+
+
+async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await update.effective_message.reply_html(say("unknown_command"))
+
+
+# -- messages -------------------------------------------------------------------------------------
+
+
+async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Text is a role-play turn, the answer to a question we asked, or a pointer to /practice."""
+    message = update.effective_message
+    uid = user_key(update)
+    engine = engine_of(context)
+    session = await io_call(engine.active, uid)
+    if session is None:
+        profile = await io_call(profile_of, context, uid)
+        if profile.get("awaiting") == "goal":
+            goal = message.text.strip()[:200]
+            await io_call(update_profile, context, uid, goal=goal, awaiting=None)
+            markup = InlineKeyboardMarkup([[InlineKeyboardButton(button("practice"), callback_data="m:practice")]])
+            await message.reply_html(say("goal_saved", goal=goal), reply_markup=markup)
+            return
+        await message.reply_html(say("no_session"))
+        return
+    try:
+        async with typing(context, message.chat_id):
+            result = await engine.say(uid, message.text)
+    except SessionError as exc:
+        await message.reply_text(str(exc))
+        return
+    name = engine.scenario_for(session).persona.first_name
+    if result.left:
+        await message.reply_html(say("partner_says", name=name, text=result.reply))
+        await message.reply_html(say("partner_left", name=name))
+        await finish_session(message, context, uid)
+        return
+    await message.reply_html(say("partner_says", name=name, text=result.reply), reply_markup=session_buttons(session.id))
+
+
+async def on_non_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Stickers, photos, voice...: a friendly pointer; nothing in the role-play changes."""
+    await update.effective_message.reply_html(say("text_only"))
+
+
+async def on_group(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """In groups we only answer once per message addressed to us (commands or any message we see)."""
+    await update.effective_message.reply_html(say("group_only_private"))
+
+
+# -- buttons --------------------------------------------------------------------------------------
+
+
+async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    query = update.callback_query
+    assert query is not None
+    parts = (query.data or "").split(":")
+    area, action, arg = (parts + ["", "", ""])[:3]
+    handler = BUTTONS.get((area, action))
+    if handler is None or len(parts) > 3:
+        await query.answer(say("expired_hint"), show_alert=False)
+        return
+    await handler(update, context, arg)
+
+
+async def _expired(update: Update) -> None:
+    await update.callback_query.answer(say("expired_hint"))
+
+
+async def btn_list(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str) -> None:
+    query = update.callback_query
+    if arg not in ("all", *DIFFICULTIES):
+        await _expired(update)
+        return
+    difficulty = None if arg == "all" else arg
+    await query.answer()
+    text = say("pick_scenario", difficulty=difficulty)
+    markup = scenario_keyboard(engine_of(context), difficulty)
+    if query.message is not None and (query.message.text_html != text or query.message.reply_markup != markup):
+        with contextlib.suppress(TelegramError):  # "message is not modified" and friends
+            await query.edit_message_text(text, parse_mode=ParseMode.HTML, reply_markup=markup)
+
+
+async def btn_pick(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str) -> None:
+    query = update.callback_query
+    engine = engine_of(context)
+    scenario = engine.library.get(arg)
+    if scenario is None:
+        await _expired(update)
+        return
+    await query.answer()
+    uid = user_key(update)
+    previous = await io_call(engine.active, uid)
+    session = await engine.start(uid, scenario.id)
+    intro = say("scenario_intro", s=scenario, p=scenario.persona)
+    with contextlib.suppress(TelegramError):
+        await query.edit_message_text(intro, parse_mode=ParseMode.HTML)
+    message = query.message
+    if previous is not None:
+        prev_name = engine.scenario_for(previous).persona.first_name if previous.scenario_id in engine.library else ""
+        await context.bot.send_message(message.chat.id, say("set_aside", name=prev_name), parse_mode=ParseMode.HTML)
+    await context.bot.send_message(
+        message.chat.id, say("partner_says", name=scenario.persona.first_name, text=session.turns[0]["text"]),
+        parse_mode=ParseMode.HTML, reply_markup=session_buttons(session.id),
+    )
+
+
+async def _active_matching(update: Update, context: ContextTypes.DEFAULT_TYPE, session_id: str) -> Session | None:
+    session = await io_call(engine_of(context).active, user_key(update))
+    return session if session is not None and session.id == session_id else None
+
+
+async def btn_end(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str) -> None:
+    if await _active_matching(update, context, arg) is None:
+        await update.callback_query.answer(say("expired"))
+        return
+    await update.callback_query.answer()
+    await finish_session(update.callback_query.message, context, user_key(update))
+
+
+async def btn_hint(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str) -> None:
+    if await _active_matching(update, context, arg) is None:
+        await update.callback_query.answer(say("expired"))
+        return
+    await update.callback_query.answer()
+    text = await engine_of(context).hint(user_key(update))
+    await update.callback_query.message.reply_html(say("hint", hint=text))
+
+
+async def btn_show(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str) -> None:
+    engine = engine_of(context)
+    try:
+        debrief = await io_call(engine.debrief, user_key(update), arg)
+    except SessionError:
+        debrief = None
+    if debrief is None:
+        await update.callback_query.answer(say("expired"))
+        return
+    await update.callback_query.answer()
+    await send_html(update.callback_query.message, debrief.render_html())
+
+
+async def btn_menu_practice(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str) -> None:
+    await update.callback_query.answer()
+    await practice(update, context)  # effective_message is the message carrying the button
+
+
+async def btn_menu_progress(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str) -> None:
+    await update.callback_query.answer()
+    await progress(update, context)
+
+
+async def btn_skip_goal(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str) -> None:
+    uid = user_key(update)
+    profile = await io_call(profile_of, context, uid)
+    if profile.get("awaiting") != "goal":
+        await update.callback_query.answer(say("expired"))
+        return
+    await io_call(update_profile, context, uid, awaiting=None)
+    await update.callback_query.answer()
+    markup = InlineKeyboardMarkup([[InlineKeyboardButton(button("practice"), callback_data="m:practice")]])
+    await update.callback_query.message.reply_html(say("goal_skipped"), reply_markup=markup)
+
+
+async def btn_forget(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str) -> None:
+    query = update.callback_query
+    uid = user_key(update)
+    profile = await io_call(profile_of, context, uid)
+    token = profile.get("forget_token")
+    fresh = datetime.now(timezone.utc).timestamp() - float(profile.get("forget_asked_at") or 0) < FORGET_TOKEN_TTL
+    if not token or not fresh or not secrets.compare_digest(token, arg):
+        await query.answer(say("expired"))
+        return
+    await query.answer()
+    await io_call(engine_of(context).store.delete_user, uid)
+    with contextlib.suppress(TelegramError):
+        await query.edit_message_text(say("forget_done"), parse_mode=ParseMode.HTML)
+
+
+async def btn_keep(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str) -> None:
+    uid = user_key(update)
+    await io_call(update_profile, context, uid, forget_token=None)
+    await update.callback_query.answer()
+    with contextlib.suppress(TelegramError):
+        await update.callback_query.edit_message_text(say("forget_kept"), parse_mode=ParseMode.HTML)
+
+
+BUTTONS = {
+    ("p", "list"): btn_list,
+    ("p", "pick"): btn_pick,
+    ("s", "end"): btn_end,
+    ("s", "hint"): btn_hint,
+    ("h", "show"): btn_show,
+    ("m", "practice"): btn_menu_practice,
+    ("m", "progress"): btn_menu_progress,
+    ("g", "skip"): btn_skip_goal,
+    ("f", "yes"): btn_forget,
+    ("f", "no"): btn_keep,
+}
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Log with the update id; tell the user something went wrong, never what (no traces, no token)."""
+    error = context.error
+    update_id = update.update_id if isinstance(update, Update) else None
+    log.error("update %s failed: %s: %s", update_id, type(error).__name__, error, exc_info=error)
+    if not isinstance(update, Update) or update.effective_chat is None:
+        return
+    key = "storage_error" if isinstance(error, StoreError) else "error"
+    with contextlib.suppress(Exception):
+        if update.callback_query is not None:
+            with contextlib.suppress(TelegramError):
+                await update.callback_query.answer()
+        await context.bot.send_message(update.effective_chat.id, say(key), parse_mode=ParseMode.HTML)

@@ -1,0 +1,160 @@
+"""The per-user TinyDB store: atomic writes, per-user files and locks, export and delete."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.store import SCHEMA_VERSION, StoreError, TinyDBStore
+from tests.conftest import ROOT
+
+
+def test_round_trip_and_one_file_per_user(store: TinyDBStore, data_dir: Path) -> None:
+    store.put("tg-1", "sessions", "s1", {"score": 80, "text": "héllo 👋 <b>&"})
+    store.put("tg-2", "sessions", "s1", {"score": 20})
+    assert store.get("tg-1", "sessions", "s1") == {"score": 80, "text": "héllo 👋 <b>&"}
+    assert store.get("tg-2", "sessions", "s1") == {"score": 20}
+    assert store.get("tg-3", "sessions", "s1") is None
+    assert sorted(p.name for p in (data_dir / "users").glob("*.json")) == ["tg-1.json", "tg-2.json"]
+    assert store.user_ids() == ["tg-1", "tg-2"]
+
+
+def test_file_carries_a_schema_version(store: TinyDBStore, data_dir: Path) -> None:
+    store.put("u1", "profile", "profile", {"goal": "meet people"})
+    raw = json.loads((data_dir / "users" / "u1.json").read_text())
+    assert raw["_meta"]["1"]["schema_version"] == SCHEMA_VERSION
+
+
+def test_newer_schema_is_refused_not_overwritten(store: TinyDBStore, data_dir: Path) -> None:
+    store.put("u1", "profile", "profile", {"goal": "x"})
+    path = data_dir / "users" / "u1.json"
+    raw = json.loads(path.read_text())
+    raw["_meta"]["1"]["schema_version"] = SCHEMA_VERSION + 1
+    path.write_text(json.dumps(raw))
+    with pytest.raises(StoreError, match="newer netcoach"):
+        store.put("u1", "profile", "profile", {"goal": "y"})
+    assert json.loads(path.read_text()) == raw
+
+
+def test_upsert_update_delete(store: TinyDBStore) -> None:
+    store.put("u1", "t", "a", {"n": 1})
+    store.put("u1", "t", "a", {"n": 2})
+    assert store.all("u1", "t") == [{"n": 2}]
+    store.update("u1", "t", "a", lambda r: {"n": (r or {})["n"] + 1})
+    assert store.get("u1", "t", "a") == {"n": 3}
+    store.update("u1", "t", "a", lambda r: None)
+    assert store.get("u1", "t", "a") is None
+    assert store.delete("u1", "t", "missing") is False
+
+
+def test_export_and_delete_user(store: TinyDBStore, data_dir: Path) -> None:
+    store.put("u1", "sessions", "s1", {"score": 1})
+    store.put("u1", "profile", "profile", {"goal": "g"})
+    store.put("u2", "sessions", "s1", {"score": 2})
+    exported = store.export_user("u1")
+    assert exported == {"profile": [{"goal": "g"}], "sessions": [{"score": 1}]}
+    assert store.delete_user("u1") is True
+    assert not (data_dir / "users" / "u1.json").exists()
+    assert store.export_user("u1") == {}
+    assert store.get("u2", "sessions", "s1") == {"score": 2}
+    assert store.delete_user("u1") is False
+
+
+def test_rejects_path_tricks_in_user_ids(store: TinyDBStore) -> None:
+    for bad in ["../etc", "a/b", "", "x" * 65, "tg 1"]:
+        with pytest.raises(ValueError):
+            store.put(bad, "t", "k", {})
+
+
+def test_failed_write_leaves_previous_file_valid(store: TinyDBStore, data_dir: Path, monkeypatch) -> None:
+    store.put("u1", "sessions", "s1", {"turns": ["first"]})
+    path = data_dir / "users" / "u1.json"
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(StoreError, match="No space left"):
+        store.put("u1", "sessions", "s1", {"turns": ["first", "second"]})
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert store.get("u1", "sessions", "s1") == {"turns": ["first"]}
+    assert [p.name for p in path.parent.iterdir() if p.suffix == ".tmp"] == []
+
+
+def test_corrupt_file_is_reported_and_left_alone(store: TinyDBStore, data_dir: Path) -> None:
+    store.put("u1", "t", "k", {"a": 1})
+    path = data_dir / "users" / "u1.json"
+    path.write_text('{"t": {"1": ')
+    with pytest.raises(StoreError, match="not valid JSON"):
+        store.get("u1", "t", "k")
+    assert path.read_text() == '{"t": {"1": '
+    store.put("u2", "t", "k", {"b": 2})  # other users are unaffected
+    assert store.get("u2", "t", "k") == {"b": 2}
+
+
+def test_read_only_data_dir_gives_a_clear_error(store: TinyDBStore, data_dir: Path) -> None:
+    if os.geteuid() == 0:
+        # root ignores permissions; simulate a read-only folder with a file where the folder should be
+        bad = TinyDBStore(data_dir / "blocked")
+        (data_dir / "blocked").write_text("not a folder")
+        with pytest.raises(StoreError, match="cannot create"):
+            bad.put("u1", "t", "k", {"a": 1})
+    else:
+        store.put("u1", "t", "k", {"a": 1})
+        (data_dir / "users").chmod(0o500)
+        try:
+            with pytest.raises(StoreError, match="cannot write"):
+                store.put("u1", "t", "k", {"a": 2})
+        finally:
+            (data_dir / "users").chmod(0o700)
+        assert store.get("u1", "t", "k") == {"a": 1}
+
+
+def test_concurrent_updates_from_threads_lose_nothing(store: TinyDBStore) -> None:
+    def bump() -> None:
+        for _ in range(25):
+            store.update("u1", "counter", "c", lambda r: {"n": (r or {"n": 0})["n"] + 1})
+
+    threads = [threading.Thread(target=bump) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.get("u1", "counter", "c") == {"n": 100}
+
+
+WRITER = """
+import sys
+from bot.store import TinyDBStore
+store = TinyDBStore(sys.argv[1])
+i = 0
+while True:
+    i += 1
+    store.put("victim", "sessions", "s", {"i": i, "pad": "x" * 20000})
+    if i == 3:
+        print("ready", flush=True)
+"""
+
+
+def test_kill_minus_nine_mid_write_never_corrupts(data_dir: Path) -> None:
+    """A real crash: kill -9 a process that writes in a loop; the file must always parse."""
+    for attempt in range(5):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(data_dir)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        time.sleep(0.05 * (attempt + 1))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        path = data_dir / "users" / "victim.json"
+        record = TinyDBStore(data_dir).get("victim", "sessions", "s")
+        assert record is not None and record["i"] >= 3
+        json.loads(path.read_text())
