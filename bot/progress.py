@@ -78,7 +78,7 @@ def chart_png(progress: Progress, title: str = "Your focus score") -> bytes:
     ax.set_xlabel("session")
     ax.set_ylabel("focus score")
     ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=7)
+    ax.legend(loc="best", fontsize=7)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dtm
 import time
-import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -40,6 +39,9 @@ from telegram.ext import (
 from tests.fakes import FakeBotAPI
 from tests.fakes.bot_api import make_png, parse_html, parse_markdown_v2
 
+# PTB 22.2+ warns inside RetryAfter.__init__ about int vs timedelta; not our concern here.
+pytestmark = pytest.mark.filterwarnings("ignore:.*retry_after.*:telegram.warnings.PTBDeprecationWarning")
+
 TOKEN = "123:ABC"
 POLL_TIMEOUT = 1  # long-poll seconds: small, so shutdown and retries stay fast
 
@@ -51,7 +53,10 @@ POLL_TIMEOUT = 1  # long-poll seconds: small, so shutdown and retries stay fast
 def keyboard() -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         [
-            [InlineKeyboardButton("Yes", callback_data="yes"), InlineKeyboardButton("No", callback_data="no")],
+            [
+                InlineKeyboardButton("Yes", callback_data="yes"),
+                InlineKeyboardButton("No", callback_data="no"),
+            ],
             [InlineKeyboardButton("Docs", url="https://example.org/docs")],
         ]
     )
@@ -76,7 +81,9 @@ async def html(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 async def photo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     assert update.effective_message
-    await update.effective_message.reply_photo(make_png(64, 32), caption="Your <i>chart</i>", parse_mode="HTML")
+    await update.effective_message.reply_photo(
+        make_png(64, 32), caption="Your <i>chart</i>", parse_mode="HTML"
+    )
 
 
 async def echo(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -147,9 +154,7 @@ def build_app(server: FakeBotAPI, token: str = TOKEN, **request_kwargs: Any) -> 
 
 
 def retry_seconds(exc: RetryAfter) -> float:
-    with warnings.catch_warnings():  # PTB 22.2+ deprecation note about int vs timedelta
-        warnings.simplefilter("ignore")
-        value = exc.retry_after
+    value = exc.retry_after
     return value.total_seconds() if isinstance(value, dtm.timedelta) else float(value)
 
 
@@ -241,7 +246,9 @@ async def test_button_press_answers_and_edits(server: FakeBotAPI, app: Applicati
     forged = carol.press_data(menu.message_id, "yes")
     await carol.callback_answer(forged)
     await server.wait_idle()
-    assert any(isinstance(e, BadRequest) and "message is not modified" in str(e).lower() for e in errors_of(app))
+    assert any(
+        isinstance(e, BadRequest) and "message is not modified" in str(e).lower() for e in errors_of(app)
+    )
 
     # Answering the same query twice is an error (stale / already answered).
     with pytest.raises(BadRequest, match="(?i)query is too old"):
@@ -325,7 +332,9 @@ async def test_500_and_html_502_become_network_errors(server: FakeBotAPI, app: A
     assert [c.status for c in server.calls_to("sendMessage")] == [500, 502, 200]
 
 
-async def test_dropped_get_updates_connection_does_not_stop_polling(server: FakeBotAPI, app: Application) -> None:
+async def test_dropped_get_updates_connection_does_not_stop_polling(
+    server: FakeBotAPI, app: Application
+) -> None:
     ivy = server.user(first_name="Ivy")
     server.fail_next("getUpdates", kind="drop")
     # Wake the parked poll so the next getUpdates is the one that gets dropped.
@@ -337,7 +346,9 @@ async def test_dropped_get_updates_connection_does_not_stop_polling(server: Fake
     assert app.updater is not None and app.updater.running
 
 
-async def test_timeout_fault_times_out_client_and_delivers_nothing(server: FakeBotAPI, app: Application) -> None:
+async def test_timeout_fault_times_out_client_and_delivers_nothing(
+    server: FakeBotAPI, app: Application
+) -> None:
     jack = server.user(first_name="Jack")
     server.fail_next("sendMessage", kind="timeout", delay=3)
     started = time.monotonic()
@@ -369,7 +380,10 @@ async def test_document_download_via_get_file(server: FakeBotAPI, app: Applicati
     leo.send_document("notes.txt", b"line one\nline two\n", "text/plain")
     reply = await leo.next_reply()
     assert reply.text == "notes.txt: 18 bytes, first line 'line one'"
-    assert [c.method for c in server.calls if c.method in ("getFile", "downloadFile")] == ["getFile", "downloadFile"]
+    assert [c.method for c in server.calls if c.method in ("getFile", "downloadFile")] == [
+        "getFile",
+        "downloadFile",
+    ]
 
     async with httpx.AsyncClient() as client:
         path = server.calls_to("getFile")[-1].result["file_path"]
@@ -418,7 +432,9 @@ async def test_other_update_kinds_reach_the_bot(server: FakeBotAPI, app: Applica
     assert [m.text for m in server.messages(-1002222222222)] == ["seen: news"]
 
 
-async def test_wait_for_skips_until_match_and_timeout_reports_calls(server: FakeBotAPI, app: Application) -> None:
+async def test_wait_for_skips_until_match_and_timeout_reports_calls(
+    server: FakeBotAPI, app: Application
+) -> None:
     pam = server.user(first_name="Pam")
     for text in ("a", "b", "target", "c"):
         pam.send_text(text)
@@ -456,7 +472,10 @@ async def test_settings_methods(server: FakeBotAPI, bot_app: Application) -> Non
     assert bot.username == "netcoach_test_bot" and bot.id == 123
     commands = [BotCommand("start", "Start"), BotCommand("practice", "Practise a pitch")]
     assert await bot.set_my_commands(commands, scope=BotCommandScopeAllPrivateChats())
-    assert [c.command for c in await bot.get_my_commands(scope=BotCommandScopeAllPrivateChats())] == ["start", "practice"]
+    assert [c.command for c in await bot.get_my_commands(scope=BotCommandScopeAllPrivateChats())] == [
+        "start",
+        "practice",
+    ]
     assert await bot.get_my_commands() == ()  # other scope
     assert server.get_commands({"type": "all_private_chats"})[1]["description"] == "Practise a pitch"
     with pytest.raises(BadRequest, match="(?i)BOT_COMMAND_INVALID"):
@@ -485,7 +504,9 @@ async def test_send_validation(server: FakeBotAPI, bot_app: Application) -> None
         await bot.send_message(42, "hi")
     with pytest.raises(BadRequest, match="(?i)BUTTON_DATA_INVALID"):
         await bot.send_message(
-            rita.id, "hi", reply_markup=InlineKeyboardMarkup([[InlineKeyboardButton("x", callback_data="y" * 65)]])
+            rita.id,
+            "hi",
+            reply_markup=InlineKeyboardMarkup([[InlineKeyboardButton("x", callback_data="y" * 65)]]),
         )
     with pytest.raises(BadRequest, match="(?i)Character '.' is reserved"):
         await bot.send_message(rita.id, "Score: 9.5", parse_mode="MarkdownV2")
@@ -556,7 +577,11 @@ async def test_raw_protocol_long_poll_conflict_and_errors(server: FakeBotAPI) ->
     async with httpx.AsyncClient(timeout=5) as client:
         unknown = await client.post(f"{api}/sendTelepathy")
         assert unknown.status_code == 404
-        assert unknown.json() == {"ok": False, "error_code": 404, "description": "Not Found: method not found"}
+        assert unknown.json() == {
+            "ok": False,
+            "error_code": 404,
+            "description": "Not Found: method not found",
+        }
         assert (await client.get(f"{api}/GETME")).json()["result"]["username"] == "netcoach_test_bot"
         wrong = await client.get(f"{server.base_url}123:XYZ/getMe")
         assert wrong.status_code == 401 and wrong.json()["description"] == "Unauthorized"
@@ -574,7 +599,9 @@ async def test_raw_protocol_long_poll_conflict_and_errors(server: FakeBotAPI) ->
         assert time.monotonic() - started < 1 and got[0]["message"]["text"] == "ping"
 
         # A second getUpdates terminates the one in flight with 409.
-        first = asyncio.create_task(client.post(f"{api}/getUpdates", json={"offset": got[0]["update_id"] + 1, "timeout": 5}))
+        first = asyncio.create_task(
+            client.post(f"{api}/getUpdates", json={"offset": got[0]["update_id"] + 1, "timeout": 5})
+        )
         await asyncio.sleep(0.05)
         second = await client.post(f"{api}/getUpdates", json={"timeout": 0})
         assert second.json()["ok"] is True
@@ -588,7 +615,10 @@ async def test_raw_protocol_long_poll_conflict_and_errors(server: FakeBotAPI) ->
         assert [u["message"]["text"] for u in batch] == ["n0", "n1"]
         tail = (await client.post(f"{api}/getUpdates", json={"offset": -1})).json()["result"]
         assert [u["message"]["text"] for u in tail] == ["n4"]
-        await client.post(f"{api}/getUpdates", json={"offset": tail[0]["update_id"] + 1, "allowed_updates": ["callback_query"]})
+        await client.post(
+            f"{api}/getUpdates",
+            json={"offset": tail[0]["update_id"] + 1, "allowed_updates": ["callback_query"]},
+        )
         uma.send_text("filtered out")
         assert server.pending_updates == 0 and server.dropped_updates[-1]["message"]["text"] == "filtered out"
 
@@ -615,7 +645,9 @@ def test_html_parser_units() -> None:
     )
     text, entities = parse_html('<pre><code class="language-python">x = 1</code></pre>')
     assert text == "x = 1" and entities == [{"type": "pre", "offset": 0, "length": 5, "language": "python"}]
-    text, entities = parse_html('😀 <span class="tg-spoiler">s</span> &lt;&#33;&gt; <tg-spoiler>x</tg-spoiler>')
+    text, entities = parse_html(
+        '😀 <span class="tg-spoiler">s</span> &lt;&#33;&gt; <tg-spoiler>x</tg-spoiler>'
+    )
     assert text == "😀 s <!> x"
     assert entities[0] == {"type": "spoiler", "offset": 3, "length": 1}  # UTF-16 offsets
     assert parse_html("<blockquote expandable>q</blockquote>")[1][0]["type"] == "expandable_blockquote"

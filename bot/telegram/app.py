@@ -147,3 +147,21 @@ def run_bot(config: Config, webhook: WebhookOptions | None = None) -> None:
             secret_token=webhook.secret_token,
             allowed_updates=Update.ALL_TYPES,
         )
+
+
+async def start_polling(app: Application, poll_timeout: float = 10.0) -> None:
+    """Start the way ``run_polling`` does, inside an event loop that is already running
+    (tests, benchmarks, or an embedding host)."""
+    await app.initialize()
+    if app.post_init is not None:
+        await app.post_init(app)
+    await app.start()
+    await app.updater.start_polling(poll_interval=0.0, timeout=poll_timeout, allowed_updates=Update.ALL_TYPES)
+
+
+async def stop_polling(app: Application) -> None:
+    if app.updater is not None and app.updater.running:
+        await app.updater.stop()
+    if app.running:
+        await app.stop()
+    await app.shutdown()

@@ -48,9 +48,9 @@ def user_key(update: Update) -> str:
     return f"tg-{update.effective_user.id}"
 
 
-async def io_call(fn: Any, *args: Any) -> Any:
-    """Store reads touch disk; keep them off the event loop."""
-    return await asyncio.to_thread(fn, *args)
+async def io_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Store calls touch disk (and fsync); keep them off the event loop."""
+    return await asyncio.to_thread(fn, *args, **kwargs)
 
 
 async def send_html(message: Message, text: str, markup: InlineKeyboardMarkup | None = None) -> None:

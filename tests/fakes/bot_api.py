@@ -66,6 +66,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import inspect
 import itertools
 import json
 import logging
@@ -77,11 +79,13 @@ import struct
 import time
 import zlib
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable
 from http import HTTPStatus
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
+from aiohttp.web_request import FileField
+import contextlib
 
 __all__ = [
     "FakeBotAPI",
@@ -193,8 +197,7 @@ def parse_html(text: str, *, strict_ampersand: bool = True) -> tuple[str, list[d
                 continue
             if strict_ampersand:
                 raise EntityParseError(
-                    f"Unsupported HTML entity at byte offset {_byte_offset(text, i)}; "
-                    "escape '&' as &amp;"
+                    f"Unsupported HTML entity at byte offset {_byte_offset(text, i)}; escape '&' as &amp;"
                 )
             out.append("&")
             u16 += 1
@@ -219,7 +222,7 @@ def parse_html(text: str, *, strict_ampersand: bool = True) -> tuple[str, list[d
             name = text[i + 1 : j].strip(_HTML_SPACE).lower()
             if not stack:
                 raise EntityParseError(f"Unexpected end tag at byte offset {_byte_offset(text, begin)}")
-            tag, attrs, start, _ = stack[-1]
+            tag, tag_attrs, start, _ = stack[-1]
             if name != tag:
                 raise EntityParseError(
                     f"Unmatched end tag at byte offset {_byte_offset(text, begin)}, "
@@ -229,7 +232,7 @@ def parse_html(text: str, *, strict_ampersand: bool = True) -> tuple[str, list[d
             i = j + 1
             length = u16 - start
             if tag == "code" and stack and stack[-1][0] == "pre":
-                cls = attrs.get("class", "")
+                cls = tag_attrs.get("class", "")
                 if cls.startswith("language-") and len(cls) > 9:
                     stack[-1][1]["__language"] = cls[9:]
                     continue
@@ -237,16 +240,16 @@ def parse_html(text: str, *, strict_ampersand: bool = True) -> tuple[str, list[d
                 continue
             entity: dict[str, Any] = {"type": _HTML_TAGS[tag], "offset": start, "length": length}
             if tag == "a":
-                href = attrs.get("href", "").strip()
+                href = tag_attrs.get("href", "").strip()
                 if not href:
                     continue
                 entity["url"] = href
-            elif tag == "pre" and attrs.get("__language"):
-                entity["language"] = attrs["__language"]
-            elif tag == "blockquote" and "expandable" in attrs:
+            elif tag == "pre" and tag_attrs.get("__language"):
+                entity["language"] = tag_attrs["__language"]
+            elif tag == "blockquote" and "expandable" in tag_attrs:
                 entity["type"] = "expandable_blockquote"
             elif tag == "tg-emoji":
-                entity["custom_emoji_id"] = attrs.get("emoji-id", "")
+                entity["custom_emoji_id"] = tag_attrs.get("emoji-id", "")
             entities.append(entity)
             continue
 
@@ -295,9 +298,7 @@ def parse_html(text: str, *, strict_ampersand: bool = True) -> tuple[str, list[d
             if text[i] in "\"'":
                 k = text.find(text[i], i + 1)
                 if k == -1:
-                    raise EntityParseError(
-                        f"Unclosed start tag at byte offset {_byte_offset(text, begin)}"
-                    )
+                    raise EntityParseError(f"Unclosed start tag at byte offset {_byte_offset(text, begin)}")
                 raw = text[i + 1 : k]
                 i = k + 1
             else:
@@ -379,7 +380,7 @@ def parse_markdown_v2(text: str) -> tuple[str, list[dict[str, Any]]]:
             emit(text[i + 1])
             i += 2
             continue
-        top = stack[-1]["type"] if stack else None
+        top: str | None = stack[-1]["type"] if stack else None
         reserved = "`" if top in ("code", "pre") else _MDV2_RESERVED
         if c not in reserved:
             emit(c)
@@ -397,7 +398,7 @@ def parse_markdown_v2(text: str) -> tuple[str, list[dict[str, Any]]]:
             continue
 
         is_end = False
-        if stack:
+        if top is not None:
             nxt = text[i + 1] if i + 1 < n else ""
             is_end = {
                 "bold": c == "*",
@@ -583,7 +584,7 @@ def parse_markdown(text: str) -> tuple[str, list[dict[str, Any]]]:
         body = text[i + 1 : end]
         i = end + 1
         etype = {"_": "italic", "*": "bold", "`": "code", "[": "text_link"}[c]
-        entity = {"type": etype, "offset": u16, "length": utf16_len(body)}
+        entity: dict[str, Any] = {"type": etype, "offset": u16, "length": utf16_len(body)}
         if c == "[":
             if i < n and text[i] == "(":
                 url_end = text.find(")", i)
@@ -700,8 +701,7 @@ _NOT_MODIFIED = (
 )
 _QUERY_TOO_OLD = "query is too old and response timeout expired or query ID is invalid"
 _CONFLICT_POLL = (
-    "Conflict: terminated by other getUpdates request; make sure that only one bot instance "
-    "is running"
+    "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"
 )
 _CONFLICT_WEBHOOK = (
     "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete "
@@ -734,7 +734,7 @@ class UpdateDict(dict):  # type: ignore[type-arg]
     @property
     def kind(self) -> str:
         """The update type, e.g. ``"message"`` or ``"callback_query"``."""
-        return next(k for k in self if k != "update_id")
+        return next(str(k) for k in self if k != "update_id")
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -808,12 +808,16 @@ class CallRecord:
 
     def describe(self) -> str:
         """One line for assertion messages."""
-        shown = {k: (v if not isinstance(v, str) or len(v) < 60 else v[:57] + "...") for k, v in self.params.items()}
+        shown = {
+            k: (v if not isinstance(v, str) or len(v) < 60 else v[:57] + "...")
+            for k, v in self.params.items()
+        }
         if self.files:
             shown["<files>"] = {k: f"{len(p.data)} bytes" for k, p in self.files.items()}
-        outcome = "in flight" if self.status is None and self.error is None else f"-> {self.status}"
-        if self.error:
-            outcome += f" {self.error}"
+        if self.status is not None:
+            outcome = f"-> {self.status}" + (f" {self.error}" if self.error else "")
+        else:
+            outcome = f"-> no response ({self.error})" if self.error else "in flight"
         if self.fault:
             outcome += f" [fault:{self.fault}]"
         if self.method == "getUpdates" and isinstance(self.result, list):
@@ -847,12 +851,17 @@ class _MarkupMixin:
         """Texts of a ReplyKeyboardMarkup (custom keyboard), if this message set one."""
         if not self.reply_markup or "keyboard" not in self.reply_markup:
             return None
-        return [[b if isinstance(b, str) else str(b.get("text", "")) for b in row] for row in self.reply_markup["keyboard"]]
+        return [
+            [b if isinstance(b, str) else str(b.get("text", "")) for b in row]
+            for row in self.reply_markup["keyboard"]
+        ]
 
     def button(self, text: str | None = None, *, callback_data: str | None = None) -> dict[str, Any]:
         """Find an inline button by text and/or callback_data; AssertionError if absent."""
         for b in self.buttons:
-            if (text is None or b.get("text") == text) and (callback_data is None or b.get("callback_data") == callback_data):
+            if (text is None or b.get("text") == text) and (
+                callback_data is None or b.get("callback_data") == callback_data
+            ):
                 return b
         raise AssertionError(
             f"no inline button with text={text!r} callback_data={callback_data!r}; "
@@ -1283,7 +1292,9 @@ def make_png(width: int = 320, height: int = 240, rgb: tuple[int, int, int] = (3
     raw = zlib.compress(row * height, 6)
 
     def chunk(tag: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
+        )
 
     png = (
         b"\x89PNG\r\n\x1a\n"
@@ -1544,7 +1555,9 @@ class FakeUser:
             button = bm.button(button_text, callback_data=callback_data)
         if "callback_data" not in button:
             kind = next((k for k in _INLINE_BUTTON_ACTIONS if k in button), "unknown")
-            raise AssertionError(f"press(): button {button.get('text')!r} is a {kind} button, not a callback button")
+            raise AssertionError(
+                f"press(): button {button.get('text')!r} is a {kind} button, not a callback button"
+            )
         assert chat is not None
         return self.server._callback_query(self, chat, bm.json, str(button["callback_data"]))
 
@@ -1611,12 +1624,14 @@ class FakeUser:
             self._cursors[cid] = cursor
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise AssertionError(self.server._timeout_report(f"{_what} in chat {cid}", timeout, cid, skipped))
+                raise AssertionError(
+                    self.server._timeout_report(f"{_what} in chat {cid}", timeout, cid, skipped)
+                )
             fut: asyncio.Future[None] = loop.create_future()
             chat.waiters.append(fut)
             try:
                 await asyncio.wait_for(fut, remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             finally:
                 if not fut.done():
@@ -1632,7 +1647,9 @@ class FakeUser:
             return
         raise AssertionError(f"expected no reply, got {reply!r}")
 
-    async def callback_answer(self, query: UpdateDict | dict[str, Any] | str, timeout: float = 5.0) -> dict[str, Any]:
+    async def callback_answer(
+        self, query: UpdateDict | dict[str, Any] | str, timeout: float = 5.0
+    ) -> dict[str, Any]:
         """Wait until the bot answers this callback query; return the answer parameters."""
         if isinstance(query, dict):
             query_id = str(query["callback_query"]["id"] if "callback_query" in query else query["id"])
@@ -1762,8 +1779,9 @@ class FakeBotAPI:
         self._activity_waiters: list[asyncio.Future[None]] = []
 
         self._closing = False
+        self._stopping: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
-        self._methods: dict[str, tuple[str, Handler, bool]] = {}
+        self._methods: dict[str, tuple[str, Handler]] = {}
         self._register_builtin_methods()
 
     # ------------------------------------------------------------------------------------
@@ -1785,6 +1803,7 @@ class FakeBotAPI:
         if self._runner is not None:
             return self
         self._closing = False
+        self._stopping = asyncio.Event()
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         # handler_cancellation: a client that disconnects (PTB timeout, cancelled long poll)
@@ -1805,6 +1824,8 @@ class FakeBotAPI:
             return
         self._closing = True
         self._wake_poller("closing")
+        if self._stopping is not None:
+            self._stopping.set()  # ends fault-injection sleeps at once
         runner, self._runner = self._runner, None
         await runner.cleanup()
 
@@ -1897,7 +1918,12 @@ class FakeBotAPI:
         reply_to: int | BotMessage | Reply | None = None,
     ) -> UpdateDict:
         mid = chat.take_message_id()
-        msg: dict[str, Any] = {"message_id": mid, "from": user.user, "chat": chat.info, "date": int(time.time())}
+        msg: dict[str, Any] = {
+            "message_id": mid,
+            "from": user.user,
+            "chat": chat.info,
+            "date": int(time.time()),
+        }
         if reply_to is not None:
             target_id = reply_to if isinstance(reply_to, int) else reply_to.message_id
             target = self._message_json(chat, target_id)
@@ -1996,7 +2022,9 @@ class FakeBotAPI:
         state = self._callbacks.get(str(query_id))
         return state.answer if state else None
 
-    def get_commands(self, scope: dict[str, Any] | None = None, language_code: str = "") -> list[dict[str, Any]]:
+    def get_commands(
+        self, scope: dict[str, Any] | None = None, language_code: str = ""
+    ) -> list[dict[str, Any]]:
         """Commands the bot set with setMyCommands for a scope/language (default scope)."""
         return list(self.commands_by_scope.get(_scope_key(scope, language_code), []))
 
@@ -2079,7 +2107,7 @@ class FakeBotAPI:
         self._activity_waiters.append(fut)
         try:
             await asyncio.wait_for(fut, max(0.0, timeout))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         finally:
             if not fut.done():
@@ -2087,7 +2115,9 @@ class FakeBotAPI:
             if fut in self._activity_waiters:
                 self._activity_waiters.remove(fut)
 
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
+    async def wait_until(
+        self, predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition"
+    ) -> None:
         """Re-check ``predicate`` whenever the bot makes a call or an update is queued."""
         deadline = time.monotonic() + timeout
         while not predicate():
@@ -2155,8 +2185,7 @@ class FakeBotAPI:
         undelivered = self._last_enqueued_id - self._delivered_upto
         lines.append(
             f"Updates queued: {self.updates_enqueued}, delivered: {self.updates_delivered}, "
-            f"never fetched: {undelivered}"
-            + (" (is the bot polling?)" if undelivered else "")
+            f"never fetched: {undelivered}" + (" (is the bot polling?)" if undelivered else "")
         )
         if self.dropped_updates:
             lines.append(f"Updates dropped by allowed_updates: {len(self.dropped_updates)}")
@@ -2175,15 +2204,16 @@ class FakeBotAPI:
         kind: str = "429",
         retry_after: int = 1,
         *,
-        delay: float = 5.0,
+        delay: float = 10.0,
         description: str | None = None,
     ) -> None:
         """Make the next ``count`` calls of ``method`` fail (faults queue up in order).
 
         kinds: "429" (Too Many Requests + parameters.retry_after), "500" (JSON Internal
         Server Error), "502" (nginx HTML page, not JSON), "drop" (connection closed without
-        a response), "timeout" (response delayed by ``delay`` s; then processed normally
-        unless the client gave up, which cancels it), or any other HTTP status like "403"
+        a response), "timeout" (the request is held ``delay`` seconds -- default 10, longer
+        than PTB's 5 s read timeout -- then processed normally, unless the client gave up,
+        which cancels it: nothing is delivered), or any other HTTP status like "403"
         with ``description``. ``method`` "*" matches every method except getUpdates.
         Failed calls have no effect: a failed sendMessage delivers nothing.
         """
@@ -2199,7 +2229,7 @@ class FakeBotAPI:
         seed: int | None = None,
         *,
         retry_after: int = 1,
-        delay: float = 5.0,
+        delay: float = 10.0,
         description: str | None = None,
     ) -> None:
         """Fail each call of ``method`` with ``probability`` (seeded RNG for reproducible
@@ -2209,7 +2239,9 @@ class FakeBotAPI:
             self._fault_rates.pop(key, None)
             return
         self._fault_rates[key] = _RateFault(
-            self._make_fault(kind, retry_after, delay, description), min(1.0, probability), random.Random(seed)
+            self._make_fault(kind, retry_after, delay, description),
+            min(1.0, probability),
+            random.Random(seed),
         )
 
     def clear_faults(self) -> None:
@@ -2217,7 +2249,11 @@ class FakeBotAPI:
         self._fault_rates.clear()
 
     def set_flood_limits(
-        self, *, global_per_second: float | None = 30.0, per_chat_per_second: float | None = 1.0, burst: int = 3
+        self,
+        *,
+        global_per_second: float | None = 30.0,
+        per_chat_per_second: float | None = 1.0,
+        burst: int = 3,
     ) -> None:
         """Simulate Telegram flood control on sending/editing methods: token buckets, 429 with
         retry_after when exceeded. Off by default; pass None to disable a limit."""
@@ -2232,7 +2268,9 @@ class FakeBotAPI:
     def _make_fault(kind: str, retry_after: int, delay: float, description: str | None) -> _Fault:
         kind = str(kind)
         if kind not in _FAULT_KINDS and not (kind.isdigit() and 400 <= int(kind) <= 599):
-            raise ValueError(f"unknown fault kind {kind!r}; use one of {sorted(_FAULT_KINDS)} or an HTTP status")
+            raise ValueError(
+                f"unknown fault kind {kind!r}; use one of {sorted(_FAULT_KINDS)} or an HTTP status"
+            )
         return _Fault(kind, int(retry_after), float(delay), description)
 
     def _pick_fault(self, canonical: str) -> _Fault | None:
@@ -2249,7 +2287,9 @@ class FakeBotAPI:
             return rate.fault
         return None
 
-    async def _apply_fault(self, fault: _Fault, request: web.Request, rec: CallRecord) -> web.StreamResponse | None:
+    async def _apply_fault(
+        self, fault: _Fault, request: web.Request, rec: CallRecord
+    ) -> web.StreamResponse | None:
         rec.fault = fault.kind
         self.faults_triggered[fault.kind] = self.faults_triggered.get(fault.kind, 0) + 1
         kind = fault.kind
@@ -2269,14 +2309,21 @@ class FakeBotAPI:
             if transport is not None:
                 transport.abort()
             # handler_cancellation cancels us as soon as aiohttp sees the lost connection.
-            await asyncio.sleep(5)
+            await self._fault_sleep(5.0)
             raise ConnectionResetError("dropped")
         if kind == "timeout":
-            await asyncio.sleep(fault.delay)
+            await self._fault_sleep(fault.delay)
             return None
         status = int(kind)
         phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
         raise ApiError(status, fault.description or phrase)
+
+    async def _fault_sleep(self, seconds: float) -> None:
+        """Sleep that ends early when the server stops (so stop() never waits on faults)."""
+        if self._stopping is None or self._stopping.is_set():
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     def _check_flood(self, canonical: str, params: dict[str, Any]) -> None:
         if canonical not in _FLOOD_METHODS or (self._flood_global is None and self._flood_chat_rate is None):
@@ -2315,7 +2362,7 @@ class FakeBotAPI:
     def register_method(self, name: str, handler: Handler) -> None:
         """Add/override a Bot API method: ``handler(params, files, record)`` returns the
         result (may be a coroutine) or raises :class:`ApiError`."""
-        self._methods[name.lower()] = (name, handler, asyncio.iscoroutinefunction(handler))
+        self._methods[name.lower()] = (name, handler)
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path = request.path
@@ -2326,18 +2373,34 @@ class FakeBotAPI:
         token, sep, method = path[4:].partition("/")
         if token != self.token:
             self._record(
-                CallRecord(method or "?", {}, time.monotonic(), http_method=request.method, status=401,
-                           error="Unauthorized", finished=time.monotonic())
+                CallRecord(
+                    method or "?",
+                    {},
+                    time.monotonic(),
+                    http_method=request.method,
+                    status=401,
+                    error="Unauthorized",
+                    finished=time.monotonic(),
+                )
             )
             return self._json(401, {"ok": False, "error_code": 401, "description": "Unauthorized"})
         spec = self._methods.get(method.lower()) if sep and method and "/" not in method else None
         if spec is None:
             self._record(
-                CallRecord(method or "?", {}, time.monotonic(), http_method=request.method, status=404,
-                           error="method not found", finished=time.monotonic())
+                CallRecord(
+                    method or "?",
+                    {},
+                    time.monotonic(),
+                    http_method=request.method,
+                    status=404,
+                    error="method not found",
+                    finished=time.monotonic(),
+                )
             )
-            return self._json(404, {"ok": False, "error_code": 404, "description": "Not Found: method not found"})
-        canonical, handler, is_async = spec
+            return self._json(
+                404, {"ok": False, "error_code": 404, "description": "Not Found: method not found"}
+            )
+        canonical, handler = spec
         polling = canonical == "getUpdates"
         rec = CallRecord(canonical, {}, time.monotonic(), http_method=request.method)
         self._record(rec)
@@ -2354,7 +2417,7 @@ class FakeBotAPI:
                     return response
             self._check_flood(canonical, rec.params)
             result = handler(rec.params, rec.files, rec)
-            if is_async:
+            if inspect.isawaitable(result):
                 result = await result
             rec.status = 200
             rec.result = result
@@ -2372,7 +2435,9 @@ class FakeBotAPI:
             _log.exception("fake Bot API crashed handling %s", canonical)
             rec.status = 500
             rec.error = f"fake server error: {exc!r}"
-            return self._json(500, {"ok": False, "error_code": 500, "description": f"Internal Server Error: {exc!r}"})
+            return self._json(
+                500, {"ok": False, "error_code": 500, "description": f"Internal Server Error: {exc!r}"}
+            )
         finally:
             rec.finished = time.monotonic()
             if not polling:
@@ -2401,12 +2466,14 @@ class FakeBotAPI:
                     part = await reader.next()
                     if part is None:
                         break
-                    if not hasattr(part, "filename"):
+                    if not isinstance(part, BodyPartReader):
                         continue  # nested multipart: not used by the Bot API
                     name = part.name or ""
                     if part.filename is not None:
                         data = await part.read(decode=False)
-                        files[name] = UploadPart(name, part.filename, part.headers.get("Content-Type"), bytes(data))
+                        files[name] = UploadPart(
+                            name, part.filename, part.headers.get("Content-Type"), bytes(data)
+                        )
                     else:
                         raw[name] = await part.text()
             else:
@@ -2414,13 +2481,15 @@ class FakeBotAPI:
                 for key, value in form.items():
                     if isinstance(value, str):
                         raw[key] = value
-                    else:  # a file field in an urlencoded body is not possible; keep robust
+                    elif isinstance(value, FileField):  # not possible in urlencoded; keep robust
                         files[key] = UploadPart(key, value.filename, value.content_type, value.file.read())
         return {k: _coerce(k, v) for k, v in raw.items()}, files
 
     async def _serve_file(self, request: web.Request, rest: str) -> web.StreamResponse:
         token, _, file_path = rest.partition("/")
-        rec = CallRecord("downloadFile", {"file_path": file_path}, time.monotonic(), http_method=request.method)
+        rec = CallRecord(
+            "downloadFile", {"file_path": file_path}, time.monotonic(), http_method=request.method
+        )
         self._record(rec)
         self._inflight += 1
         self._mark_busy()
@@ -2443,7 +2512,9 @@ class FakeBotAPI:
                 return self._json(404, {"ok": False, "error_code": 404, "description": "Not Found"})
             rec.status = 200
             rec.result = len(stored.content)
-            return web.Response(body=stored.content, content_type=stored.mime_type or "application/octet-stream")
+            return web.Response(
+                body=stored.content, content_type=stored.mime_type or "application/octet-stream"
+            )
         finally:
             rec.finished = time.monotonic()
             self._inflight -= 1
@@ -2481,13 +2552,15 @@ class FakeBotAPI:
         }
         for name, handler in simple.items():
             self.register_method(name, handler)
-        for low, (canonical, field) in _MEDIA_METHODS.items():
-            self.register_method(
-                canonical, lambda p, f, r, _c=canonical, _k=field: self._m_send_media(_c, _k, p, f, r)
-            )
-        for setting, key in (("Description", "description"), ("ShortDescription", "short_description"), ("Name", "name")):
-            self.register_method(f"setMy{setting}", lambda p, f, r, _k=key: self._m_set_setting(_k, p))
-            self.register_method(f"getMy{setting}", lambda p, f, r, _k=key: self._m_get_setting(_k, p))
+        for canonical, field in _MEDIA_METHODS.values():
+            self.register_method(canonical, functools.partial(self._m_send_media, canonical, field))
+        for setting, key in (
+            ("Description", "description"),
+            ("ShortDescription", "short_description"),
+            ("Name", "name"),
+        ):
+            self.register_method(f"setMy{setting}", functools.partial(self._m_set_setting, key))
+            self.register_method(f"getMy{setting}", functools.partial(self._m_get_setting, key))
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -2512,7 +2585,9 @@ class FakeBotAPI:
             return None if bm.deleted else bm.json
         return chat.user_messages.get(message_id)
 
-    def _format(self, raw: Any, parse_mode: Any, entities: Any, *, caption: bool) -> tuple[str, list[dict[str, Any]]]:
+    def _format(
+        self, raw: Any, parse_mode: Any, entities: Any, *, caption: bool
+    ) -> tuple[str, list[dict[str, Any]]]:
         text = "" if raw is None else str(raw)
         if entities not in (None, [], ""):
             if not isinstance(entities, list) or not all(isinstance(e, dict) for e in entities):
@@ -2520,7 +2595,13 @@ class FakeBotAPI:
             total = utf16_len(text)
             for e in entities:
                 off, length = e.get("offset"), e.get("length")
-                if not isinstance(off, int) or not isinstance(length, int) or off < 0 or length <= 0 or off + length > total:
+                if (
+                    not isinstance(off, int)
+                    or not isinstance(length, int)
+                    or off < 0
+                    or length <= 0
+                    or off + length > total
+                ):
                     raise _bad(f"can't parse entities: entity {e} is out of the text range")
             ents = sorted(entities, key=lambda e: (e["offset"], -e["length"]))
         elif parse_mode:
@@ -2558,7 +2639,9 @@ class FakeBotAPI:
                 for button in row:
                     count += 1
                     if not isinstance(button, dict):
-                        raise _bad("can't parse inline keyboard button: InlineKeyboardButton must be an Object")
+                        raise _bad(
+                            "can't parse inline keyboard button: InlineKeyboardButton must be an Object"
+                        )
                     if not str(button.get("text", "")):
                         raise _bad("can't parse inline keyboard button: Text must be non-empty")
                     actions = [k for k in _INLINE_BUTTON_ACTIONS if k in button]
@@ -2579,7 +2662,11 @@ class FakeBotAPI:
                 raise _bad('field "keyboard" of the ReplyKeyboardMarkup must be an Array of Arrays')
             for row in rows:
                 for button in row:
-                    text = button if isinstance(button, str) else (button.get("text") if isinstance(button, dict) else None)
+                    text = (
+                        button
+                        if isinstance(button, str)
+                        else (button.get("text") if isinstance(button, dict) else None)
+                    )
                     if not text:
                         raise _bad("keyboard button text must be non-empty")
             return markup
@@ -2598,7 +2685,10 @@ class FakeBotAPI:
         if isinstance(rp, dict) and rp.get("message_id"):
             target_id, allow = int(rp["message_id"]), bool(rp.get("allow_sending_without_reply"))
         elif params.get("reply_to_message_id"):
-            target_id, allow = int(params["reply_to_message_id"]), bool(params.get("allow_sending_without_reply"))
+            target_id, allow = (
+                int(params["reply_to_message_id"]),
+                bool(params.get("allow_sending_without_reply")),
+            )
         else:
             return None
         target = self._message_json(chat, target_id)
@@ -2608,8 +2698,15 @@ class FakeBotAPI:
             raise _bad("message to be replied not found")
         return {k: v for k, v in target.items() if k != "reply_to_message"}
 
-    def _render(self, bm: BotMessage, chat: _Chat, extra: dict[str, Any], edit_date: int | None = None) -> dict[str, Any]:
-        js: dict[str, Any] = {"message_id": bm.message_id, "from": self.bot_user, "chat": chat.info, "date": bm.date}
+    def _render(
+        self, bm: BotMessage, chat: _Chat, extra: dict[str, Any], edit_date: int | None = None
+    ) -> dict[str, Any]:
+        js: dict[str, Any] = {
+            "message_id": bm.message_id,
+            "from": self.bot_user,
+            "chat": chat.info,
+            "date": bm.date,
+        }
         if edit_date is not None:
             js["edit_date"] = edit_date
         js.update(extra)
@@ -2697,7 +2794,9 @@ class FakeBotAPI:
             raise _bad("message to edit not found")
         return chat, bm
 
-    def _apply_edit(self, chat: _Chat, bm: BotMessage, method: str, markup: dict[str, Any] | None) -> dict[str, Any]:
+    def _apply_edit(
+        self, chat: _Chat, bm: BotMessage, method: str, markup: dict[str, Any] | None
+    ) -> dict[str, Any]:
         bm.history.append(bm.json)
         if bm.reply_markup is None or "inline_keyboard" in bm.reply_markup:
             bm.reply_markup = markup  # editing without reply_markup removes the inline keyboard
@@ -2727,7 +2826,11 @@ class FakeBotAPI:
             return True
         if not url.startswith("https://"):
             raise _bad("bad webhook: An HTTPS URL must be provided for webhook")
-        self.webhook = {"url": url, "secret_token": p.get("secret_token"), "allowed_updates": p.get("allowed_updates")}
+        self.webhook = {
+            "url": url,
+            "secret_token": p.get("secret_token"),
+            "allowed_updates": p.get("allowed_updates"),
+        }
         if p.get("drop_pending_updates"):
             self._drop_pending()
         self._wake_poller("webhook")
@@ -2743,7 +2846,9 @@ class FakeBotAPI:
         self._updates.clear()
         self._delivered_upto = self._last_enqueued_id
 
-    def _m_get_webhook_info(self, p: dict[str, Any], f: dict[str, UploadPart], r: CallRecord) -> dict[str, Any]:
+    def _m_get_webhook_info(
+        self, p: dict[str, Any], f: dict[str, UploadPart], r: CallRecord
+    ) -> dict[str, Any]:
         info: dict[str, Any] = {
             "url": self.webhook["url"] if self.webhook else "",
             "has_custom_certificate": False,
@@ -2753,7 +2858,9 @@ class FakeBotAPI:
             info["allowed_updates"] = self.webhook["allowed_updates"]
         return info
 
-    async def _m_get_updates(self, p: dict[str, Any], f: dict[str, UploadPart], r: CallRecord) -> list[UpdateDict]:
+    async def _m_get_updates(
+        self, p: dict[str, Any], f: dict[str, UploadPart], r: CallRecord
+    ) -> list[UpdateDict]:
         if self.webhook:
             raise ApiError(409, _CONFLICT_WEBHOOK)
         offset = p.get("offset")
@@ -2773,7 +2880,7 @@ class FakeBotAPI:
             self._poll = fut
             try:
                 reason = await asyncio.wait_for(asyncio.shield(fut), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 reason = "timeout"
             finally:
                 if self._poll is fut:
@@ -2808,8 +2915,14 @@ class FakeBotAPI:
         markup = self._validate_markup(p.get("reply_markup"))
         reply_to = self._reply_target(chat, p)
         bm = self._new_message(
-            chat, "sendMessage", p, text=text, entities=entities, source_text=str(p["text"]),
-            markup=markup, reply_to=reply_to,
+            chat,
+            "sendMessage",
+            p,
+            text=text,
+            entities=entities,
+            source_text=str(p["text"]),
+            markup=markup,
+            reply_to=reply_to,
         )
         return bm.json
 
@@ -2821,14 +2934,24 @@ class FakeBotAPI:
         caption: str | None = None
         entities: list[dict[str, Any]] = []
         if field not in ("sticker", "video_note") and p.get("caption") not in (None, ""):
-            caption, entities = self._format(p.get("caption"), p.get("parse_mode"), p.get("caption_entities"), caption=True)
+            caption, entities = self._format(
+                p.get("caption"), p.get("parse_mode"), p.get("caption_entities"), caption=True
+            )
             caption = caption or None
         markup = self._validate_markup(p.get("reply_markup"))
         reply_to = self._reply_target(chat, p)
         bm = self._new_message(
-            chat, canonical, p, caption=caption, entities=entities,
-            source_text=None if p.get("caption") is None else str(p["caption"]), markup=markup,
-            media_type=field, file=stored, media_json=self._media_json(field, stored, p), reply_to=reply_to,
+            chat,
+            canonical,
+            p,
+            caption=caption,
+            entities=entities,
+            source_text=None if p.get("caption") is None else str(p["caption"]),
+            markup=markup,
+            media_type=field,
+            file=stored,
+            media_json=self._media_json(field, stored, p),
+            reply_to=reply_to,
         )
         return bm.json
 
@@ -2849,7 +2972,12 @@ class FakeBotAPI:
                     raise _bad("IMAGE_PROCESS_FAILED")
                 width, height = size
             return self.register_file(
-                part.data, kind=field, filename=part.filename, mime_type=part.content_type, width=width, height=height
+                part.data,
+                kind=field,
+                filename=part.filename,
+                mime_type=part.content_type,
+                width=width,
+                height=height,
             )
         if isinstance(value, str) and value:
             known = self._files.get(value)
@@ -2866,7 +2994,12 @@ class FakeBotAPI:
         if field == "photo":
             w, h = stored.width or 800, stored.height or 600
             scale = min(1.0, 90 / max(w, h, 1))
-            thumb = {**base, "file_unique_id": base["file_unique_id"] + "t", "width": max(1, round(w * scale)), "height": max(1, round(h * scale))}
+            thumb = {
+                **base,
+                "file_unique_id": base["file_unique_id"] + "t",
+                "width": max(1, round(w * scale)),
+                "height": max(1, round(h * scale)),
+            }
             return {"photo": [thumb, {**base, "width": w, "height": h}]}
         item: dict[str, Any] = dict(base)
         if stored.filename and field in ("document", "audio", "video", "animation"):
@@ -2881,10 +3014,14 @@ class FakeBotAPI:
         if field == "video_note":
             item["length"] = int(p.get("length") or 240)
         if field == "sticker":
-            item.update({"type": "regular", "width": 512, "height": 512, "is_animated": False, "is_video": False})
+            item.update(
+                {"type": "regular", "width": 512, "height": 512, "is_animated": False, "is_video": False}
+            )
         return {field: item}
 
-    def _m_edit_message_text(self, p: dict[str, Any], f: dict[str, UploadPart], r: CallRecord) -> dict[str, Any]:
+    def _m_edit_message_text(
+        self, p: dict[str, Any], f: dict[str, UploadPart], r: CallRecord
+    ) -> dict[str, Any]:
         chat, bm = self._editable(p)
         if bm.text is None:
             raise _bad("there is no text in the message to edit")
@@ -2894,24 +3031,43 @@ class FakeBotAPI:
         markup = self._validate_markup(p.get("reply_markup"))
         if markup is not None and "inline_keyboard" not in markup:
             raise _bad("inline keyboard expected")
-        if text == bm.text and entities == bm.entities and self._inline(markup) == self._inline(bm.reply_markup):
+        if (
+            text == bm.text
+            and entities == bm.entities
+            and self._inline(markup) == self._inline(bm.reply_markup)
+        ):
             raise _bad(_NOT_MODIFIED)
-        bm.text, bm.entities, bm.parse_mode, bm.source_text = text, entities, p.get("parse_mode"), str(p["text"])
+        bm.text, bm.entities, bm.parse_mode, bm.source_text = (
+            text,
+            entities,
+            p.get("parse_mode"),
+            str(p["text"]),
+        )
         return self._apply_edit(chat, bm, "editMessageText", markup)
 
-    def _m_edit_message_caption(self, p: dict[str, Any], f: dict[str, UploadPart], r: CallRecord) -> dict[str, Any]:
+    def _m_edit_message_caption(
+        self, p: dict[str, Any], f: dict[str, UploadPart], r: CallRecord
+    ) -> dict[str, Any]:
         chat, bm = self._editable(p)
         if bm.media_type is None:
             raise _bad("there is no caption in the message to edit")
-        caption, entities = self._format(p.get("caption"), p.get("parse_mode"), p.get("caption_entities"), caption=True)
+        caption, entities = self._format(
+            p.get("caption"), p.get("parse_mode"), p.get("caption_entities"), caption=True
+        )
         markup = self._validate_markup(p.get("reply_markup"))
-        if (caption or None) == bm.caption and entities == bm.entities and self._inline(markup) == self._inline(bm.reply_markup):
+        if (
+            (caption or None) == bm.caption
+            and entities == bm.entities
+            and self._inline(markup) == self._inline(bm.reply_markup)
+        ):
             raise _bad(_NOT_MODIFIED)
         bm.caption, bm.entities, bm.parse_mode = caption or None, entities, p.get("parse_mode")
         bm.source_text = None if p.get("caption") is None else str(p["caption"])
         return self._apply_edit(chat, bm, "editMessageCaption", markup)
 
-    def _m_edit_message_reply_markup(self, p: dict[str, Any], f: dict[str, UploadPart], r: CallRecord) -> dict[str, Any]:
+    def _m_edit_message_reply_markup(
+        self, p: dict[str, Any], f: dict[str, UploadPart], r: CallRecord
+    ) -> dict[str, Any]:
         chat, bm = self._editable(p)
         markup = self._validate_markup(p.get("reply_markup"))
         if markup is not None and "inline_keyboard" not in markup:
@@ -2996,8 +3152,12 @@ class FakeBotAPI:
         self.commands_by_scope[_scope_key(p.get("scope"), str(p.get("language_code") or ""))] = cleaned
         return True
 
-    def _m_get_my_commands(self, p: dict[str, Any], f: dict[str, UploadPart], r: CallRecord) -> list[dict[str, Any]]:
-        return list(self.commands_by_scope.get(_scope_key(p.get("scope"), str(p.get("language_code") or "")), []))
+    def _m_get_my_commands(
+        self, p: dict[str, Any], f: dict[str, UploadPart], r: CallRecord
+    ) -> list[dict[str, Any]]:
+        return list(
+            self.commands_by_scope.get(_scope_key(p.get("scope"), str(p.get("language_code") or "")), [])
+        )
 
     def _m_delete_my_commands(self, p: dict[str, Any], f: dict[str, UploadPart], r: CallRecord) -> bool:
         self.commands_by_scope.pop(_scope_key(p.get("scope"), str(p.get("language_code") or "")), None)
@@ -3033,22 +3193,28 @@ class FakeBotAPI:
         button = p.get("menu_button") or {"type": "default"}
         if not isinstance(button, dict) or button.get("type") not in ("default", "commands", "web_app"):
             raise _bad("can't parse menu button JSON object")
-        if button["type"] == "web_app" and not (button.get("text") and isinstance(button.get("web_app"), dict)):
+        if button["type"] == "web_app" and not (
+            button.get("text") and isinstance(button.get("web_app"), dict)
+        ):
             raise _bad("can't parse menu button JSON object")
         self.menu_buttons[chat_id] = button
         return True
 
-    def _m_get_chat_menu_button(self, p: dict[str, Any], f: dict[str, UploadPart], r: CallRecord) -> dict[str, Any]:
+    def _m_get_chat_menu_button(
+        self, p: dict[str, Any], f: dict[str, UploadPart], r: CallRecord
+    ) -> dict[str, Any]:
         chat_id = None
         if p.get("chat_id") not in (None, ""):
             chat_id = self._resolve_chat(p, sending=False).id
         return self.menu_buttons.get(chat_id) or self.menu_buttons.get(None) or {"type": "commands"}
 
-    def _m_set_setting(self, key: str, p: dict[str, Any]) -> bool:
+    def _m_set_setting(self, key: str, p: dict[str, Any], f: dict[str, UploadPart], r: CallRecord) -> bool:
         self.bot_settings.setdefault(key, {})[str(p.get("language_code") or "")] = str(p.get(key) or "")
         return True
 
-    def _m_get_setting(self, key: str, p: dict[str, Any]) -> dict[str, str]:
+    def _m_get_setting(
+        self, key: str, p: dict[str, Any], f: dict[str, UploadPart], r: CallRecord
+    ) -> dict[str, str]:
         value = self.bot_settings.get(key, {}).get(str(p.get("language_code") or ""), "")
         if key == "name" and not value:
             value = str(self.bot_user["first_name"])
