@@ -3,6 +3,7 @@ TELEGRAM_BOT_TOKEN is set, otherwise a practice role-play in the terminal.
 
     netcoach practice [--scenario ID]      role-play in the terminal, then the debrief
     netcoach history                       past sessions with scores
+    netcoach debrief                       reflect on a real event you went to
     netcoach scenarios list | check [DIR]  browse or validate scenario files
     netcoach score [FILE]                  label turns / score conversations (JSON Lines)
     netcoach export | forget               your data as JSON / delete it
@@ -36,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", "-s", help="scenario id (see `netcoach scenarios list`); asks if omitted")
     p.add_argument("--new", action="store_true", help="start afresh even if a role-play is in progress")
     p.add_argument("--user", help="local profile name (default: your login name)")
+
+    p = sub.add_parser("debrief", help="reflect on a real event you went to")
+    p.add_argument("--user")
 
     p = sub.add_parser("history", help="list your finished practice sessions")
     p.add_argument("--user")
@@ -105,6 +109,12 @@ def _dispatch(command: str, args: argparse.Namespace, config: Config) -> int:
             return asyncio.run(term.practice(user_id, args.scenario, new=args.new))
         if command == "history":
             return term.history(user_id)
+        if command == "debrief":
+            from bot.events import EventBook
+            from bot.schedule import Scheduler
+
+            events = EventBook(engine.store, Scheduler(engine.store), library, engine.scorer, config.timing)
+            return asyncio.run(term.debrief(user_id, events))
         if command == "export":
             return term.export(user_id)
         if command == "forget":

@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS_DIR = ROOT / "prompts"
 SCENARIOS_DIR = ROOT / "scenarios"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When the prompts go out (all configurable)."""
+
+    prep_evening_at: time = time(19, 0)  # the evening before...
+    prep_same_day_hours: float = 2.0  # ...or this long before, for same-day events
+    default_duration_hours: float = 2.0
+    reflect_after_hours: float = 1.0  # after the event's end
+    reminder_default_days: int = 3  # after the event, if no date was agreed
+    reminder_at: time = time(10, 0)
+    snooze_days: int = 3
 
 
 def default_data_dir() -> Path:
@@ -22,6 +36,8 @@ class Config:
     scenarios_dir: Path = SCENARIOS_DIR
     telegram_token: str | None = field(default=None, repr=False)
     telegram_base_url: str | None = None
+    timing: Timing = Timing()
+    tick_seconds: float = 30.0  # how often the bot checks for due prep / reflection / reminder prompts
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Config":
@@ -33,4 +49,11 @@ class Config:
             else SCENARIOS_DIR,
             telegram_token=env.get("TELEGRAM_BOT_TOKEN") or None,
             telegram_base_url=env.get("TELEGRAM_API_BASE_URL") or None,
+            timing=Timing(
+                prep_evening_at=time.fromisoformat(env.get("NETCOACH_PREP_EVENING_AT", "19:00")),
+                prep_same_day_hours=float(env.get("NETCOACH_PREP_HOURS_BEFORE", "2")),
+                reflect_after_hours=float(env.get("NETCOACH_REFLECT_AFTER_HOURS", "1")),
+                reminder_default_days=int(env.get("NETCOACH_REMINDER_DAYS", "3")),
+            ),
+            tick_seconds=float(env.get("NETCOACH_TICK_SECONDS", "30")),
         )

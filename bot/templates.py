@@ -12,19 +12,20 @@ import jinja2
 from bot.config import PROMPTS_DIR
 
 
-@lru_cache(maxsize=4)
-def environment(prompts_dir: Path = PROMPTS_DIR, html: bool = False) -> jinja2.Environment:
+@lru_cache(maxsize=8)
+def environment(prompts_dir: Path = PROMPTS_DIR, html: bool = False, snippets: bool = False) -> jinja2.Environment:
     """StrictUndefined so a missing variable is a loud error, not a silently blank line.
 
     ``html=True`` autoescapes every value, for Telegram's HTML parse mode: user text can never
-    inject markup.
+    inject markup. Template files trim the newline after a block tag (so tags can sit on their
+    own lines); short ``snippets`` from wording files keep every newline as written.
     """
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(prompts_dir)),
         undefined=jinja2.StrictUndefined,
         autoescape=html,
-        trim_blocks=True,
-        lstrip_blocks=True,
+        trim_blocks=not snippets,
+        lstrip_blocks=not snippets,
         keep_trailing_newline=False,
     )
 
@@ -41,7 +42,7 @@ def render_html(name: str, /, **context: Any) -> str:
 
 def render_string(source: str, /, **context: Any) -> str:
     """Render a short wording snippet (e.g. one line from a ``.toml`` wording file)."""
-    return environment().from_string(source).render(**context).strip()
+    return environment(snippets=True).from_string(source).render(**context).strip()
 
 
 @lru_cache(maxsize=16)
@@ -53,4 +54,4 @@ def wording(name: str, prompts_dir: Path = PROMPTS_DIR) -> dict[str, Any]:
 
 def render_html_string(source: str, /, **context: Any) -> str:
     """Like :func:`render_string`, with every value HTML-escaped (Telegram's HTML parse mode)."""
-    return environment(html=True).from_string(source).render(**context).strip()
+    return environment(html=True, snippets=True).from_string(source).render(**context).strip()

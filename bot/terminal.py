@@ -7,11 +7,24 @@ easiest way to script a whole role-play.
 
 from __future__ import annotations
 
+import html
 import json
-from typing import TextIO
+import re
+from typing import TYPE_CHECKING, TextIO
+
+from bot.reflection import Reflection
+from bot.templates import render_html_string, wording
+
+if TYPE_CHECKING:
+    from bot.events import EventBook
 
 from bot.scenarios import Scenario, ScenarioLibrary
 from bot.session import PracticeEngine, SessionError
+
+def plain(text: str) -> str:
+    """Our Telegram HTML wording as terminal text."""
+    return html.unescape(re.sub(r"</?[a-z][^>]*>", "", text))
+
 
 COMMANDS_HELP = "Commands: /hint for a nudge, /end to finish and see your debrief, /quit to stop (you can resume later)."
 
@@ -139,6 +152,44 @@ class Terminal:
                 f"{result.get('focus_score', 0):>3}/100  {result.get('verdict', '?'):<9}  "
                 f"{title.title if title else ''}"
             )
+        return 0
+
+    async def debrief(self, user_id: str, events: "EventBook") -> int:
+        """The post-event reflection, question by question; Enter skips a question."""
+        waiting = events.awaiting_reflection(user_id)
+        if waiting:
+            self.say("Which event do you want to reflect on?")
+            for i, e in enumerate(waiting, 1):
+                self.say(f"  {i}. {e.name} ({e.start():%a %d %b %H:%M})")
+            self.say("  or type the name of another event you went to.")
+        else:
+            self.say("Which event did you go to? Type its name.")
+        answer = (self.ask("Event: ") or "").strip()
+        if not answer:
+            self.say("No event chosen.")
+            return 1
+        if answer.isdigit() and 1 <= int(answer) <= len(waiting):
+            event = waiting[int(answer) - 1]
+        else:
+            event = events.add_past(user_id, answer)
+        reflection = Reflection(event.id, event.name)
+        self.say("(Press Enter to skip a question.)")
+        while not reflection.done:
+            _, question = reflection.question()
+            self.say(plain(question))
+            line = self.ask("> ")
+            if line is None:
+                self.say("Stopped; nothing was saved.")
+                return 1
+            if not self.interactive:
+                self.say(f"> {line}")
+            if line.strip():
+                reflection.answer(line)
+            else:
+                reflection.skip()
+        result = events.finish_reflection(user_id, reflection)
+        self.say()
+        self.say(plain(render_html_string(wording("events.toml")["text"]["reflection_result"], name=event.name, r=result)))
         return 0
 
     def export(self, user_id: str) -> int:

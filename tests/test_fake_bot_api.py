@@ -12,7 +12,7 @@ import asyncio
 import datetime as dtm
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeAlias
 
 import httpx
 import pytest
@@ -41,6 +41,8 @@ from tests.fakes.bot_api import make_png, parse_html, parse_markdown_v2
 
 # PTB 22.2+ warns inside RetryAfter.__init__ about int vs timedelta; not our concern here.
 pytestmark = pytest.mark.filterwarnings("ignore:.*retry_after.*:telegram.warnings.PTBDeprecationWarning")
+
+App: TypeAlias = "Application[Any, Any, Any, Any, Any, Any]"
 
 TOKEN = "123:ABC"
 POLL_TIMEOUT = 1  # long-poll seconds: small, so shutdown and retries stay fast
@@ -127,7 +129,7 @@ async def button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await query.edit_message_text(f"You chose {query.data}")
 
 
-def build_app(server: FakeBotAPI, token: str = TOKEN, **request_kwargs: Any) -> Application:
+def build_app(server: FakeBotAPI, token: str = TOKEN, **request_kwargs: Any) -> App:
     builder = ApplicationBuilder().token(token).base_url(server.base_url).base_file_url(server.base_file_url)
     if request_kwargs.get("read_timeout") is not None:
         builder = builder.read_timeout(request_kwargs["read_timeout"])
@@ -170,7 +172,7 @@ async def server() -> AsyncIterator[FakeBotAPI]:
 
 
 @pytest.fixture
-async def app(server: FakeBotAPI) -> AsyncIterator[Application]:
+async def app(server: FakeBotAPI) -> AsyncIterator[App]:
     application = build_app(server)
     await application.initialize()
     await application.start()
@@ -184,7 +186,7 @@ async def app(server: FakeBotAPI) -> AsyncIterator[Application]:
         await application.shutdown()
 
 
-def errors_of(app: Application) -> list[BaseException]:
+def errors_of(app: App) -> list[BaseException]:
     return app.bot_data["errors"]  # type: ignore[no-any-return]
 
 
@@ -193,7 +195,7 @@ def errors_of(app: Application) -> list[BaseException]:
 # --------------------------------------------------------------------------------------
 
 
-async def test_echo_round_trip(server: FakeBotAPI, app: Application) -> None:
+async def test_echo_round_trip(server: FakeBotAPI, app: App) -> None:
     alice = server.user(first_name="Alice", username="alice")
     update = await alice.send_text("hello there")
     reply = await alice.next_reply(timeout=5)
@@ -209,7 +211,7 @@ async def test_echo_round_trip(server: FakeBotAPI, app: Application) -> None:
     assert send.params["chat_id"] == alice.id and send.ok
 
 
-async def test_command_with_payload_and_inline_keyboard(server: FakeBotAPI, app: Application) -> None:
+async def test_command_with_payload_and_inline_keyboard(server: FakeBotAPI, app: App) -> None:
     bob = server.user(first_name="Bob")
     update = bob.send_text("/start ref_42")
     assert update["message"]["entities"] == [{"type": "bot_command", "offset": 0, "length": 6}]
@@ -223,7 +225,7 @@ async def test_command_with_payload_and_inline_keyboard(server: FakeBotAPI, app:
     assert reply.button("No")["callback_data"] == "no"
 
 
-async def test_button_press_answers_and_edits(server: FakeBotAPI, app: Application) -> None:
+async def test_button_press_answers_and_edits(server: FakeBotAPI, app: App) -> None:
     carol = server.user(first_name="Carol")
     carol.send_command("start")
     menu = await carol.next_reply()
@@ -257,7 +259,7 @@ async def test_button_press_answers_and_edits(server: FakeBotAPI, app: Applicati
         await app.bot.answer_callback_query("42")
 
 
-async def test_press_url_button_is_rejected(server: FakeBotAPI, app: Application) -> None:
+async def test_press_url_button_is_rejected(server: FakeBotAPI, app: App) -> None:
     dave = server.user(first_name="Dave")
     dave.send_text("/start")
     menu = await dave.next_reply()
@@ -267,7 +269,7 @@ async def test_press_url_button_is_rejected(server: FakeBotAPI, app: Application
         dave.press(menu)
 
 
-async def test_offset_confirms_updates_no_duplicates(server: FakeBotAPI, app: Application) -> None:
+async def test_offset_confirms_updates_no_duplicates(server: FakeBotAPI, app: App) -> None:
     erin = server.user(first_name="Erin")
     sent = [erin.send_text(f"msg {i}") for i in range(40)]
     replies = [await erin.next_reply() for _ in sent]
@@ -280,7 +282,7 @@ async def test_offset_confirms_updates_no_duplicates(server: FakeBotAPI, app: Ap
     assert len(server.messages(erin.id)) == 40
 
 
-async def test_html_parse_error_surfaces_as_bad_request(server: FakeBotAPI, app: Application) -> None:
+async def test_html_parse_error_surfaces_as_bad_request(server: FakeBotAPI, app: App) -> None:
     frank = server.user(first_name="Frank")
     frank.send_text("/html <b>unclosed")
     frank.send_text("/html 1 < 2")
@@ -301,7 +303,7 @@ async def test_html_parse_error_surfaces_as_bad_request(server: FakeBotAPI, app:
     assert len(server.messages(frank.id)) == 1  # rejected messages are never delivered
 
 
-async def test_429_is_reported_as_retry_after_and_not_delivered(server: FakeBotAPI, app: Application) -> None:
+async def test_429_is_reported_as_retry_after_and_not_delivered(server: FakeBotAPI, app: App) -> None:
     gina = server.user(first_name="Gina")
     server.fail_next("sendMessage", kind="429", retry_after=7)
     gina.send_text("first")
@@ -317,7 +319,7 @@ async def test_429_is_reported_as_retry_after_and_not_delivered(server: FakeBotA
     assert (await gina.next_reply()).text == "second"
 
 
-async def test_500_and_html_502_become_network_errors(server: FakeBotAPI, app: Application) -> None:
+async def test_500_and_html_502_become_network_errors(server: FakeBotAPI, app: App) -> None:
     hank = server.user(first_name="Hank")
     server.fail_next("sendMessage", kind="500")
     server.fail_next("sendMessage", kind="502")
@@ -332,9 +334,7 @@ async def test_500_and_html_502_become_network_errors(server: FakeBotAPI, app: A
     assert [c.status for c in server.calls_to("sendMessage")] == [500, 502, 200]
 
 
-async def test_dropped_get_updates_connection_does_not_stop_polling(
-    server: FakeBotAPI, app: Application
-) -> None:
+async def test_dropped_get_updates_connection_does_not_stop_polling(server: FakeBotAPI, app: App) -> None:
     ivy = server.user(first_name="Ivy")
     server.fail_next("getUpdates", kind="drop")
     # Wake the parked poll so the next getUpdates is the one that gets dropped.
@@ -346,9 +346,7 @@ async def test_dropped_get_updates_connection_does_not_stop_polling(
     assert app.updater is not None and app.updater.running
 
 
-async def test_timeout_fault_times_out_client_and_delivers_nothing(
-    server: FakeBotAPI, app: Application
-) -> None:
+async def test_timeout_fault_times_out_client_and_delivers_nothing(server: FakeBotAPI, app: App) -> None:
     jack = server.user(first_name="Jack")
     server.fail_next("sendMessage", kind="timeout", delay=3)
     started = time.monotonic()
@@ -361,7 +359,7 @@ async def test_timeout_fault_times_out_client_and_delivers_nothing(
     assert server.calls_to("sendMessage")[-1].finished is not None
 
 
-async def test_photo_upload_bytes_are_inspectable(server: FakeBotAPI, app: Application) -> None:
+async def test_photo_upload_bytes_are_inspectable(server: FakeBotAPI, app: App) -> None:
     kate = server.user(first_name="Kate")
     kate.send_command("photo")
     reply = await kate.next_reply()
@@ -375,7 +373,7 @@ async def test_photo_upload_bytes_are_inspectable(server: FakeBotAPI, app: Appli
     assert upload.files["photo"].data == reply.photo.content
 
 
-async def test_document_download_via_get_file(server: FakeBotAPI, app: Application) -> None:
+async def test_document_download_via_get_file(server: FakeBotAPI, app: App) -> None:
     leo = server.user(first_name="Leo")
     leo.send_document("notes.txt", b"line one\nline two\n", "text/plain")
     reply = await leo.next_reply()
@@ -391,7 +389,7 @@ async def test_document_download_via_get_file(server: FakeBotAPI, app: Applicati
         assert wrong.status_code == 401
 
 
-async def test_two_users_do_not_see_each_others_replies(server: FakeBotAPI, app: Application) -> None:
+async def test_two_users_do_not_see_each_others_replies(server: FakeBotAPI, app: App) -> None:
     mia, ned = server.user(first_name="Mia"), server.user(first_name="Ned")
     for i in range(5):
         mia.send_text(f"mia {i}")
@@ -404,7 +402,7 @@ async def test_two_users_do_not_see_each_others_replies(server: FakeBotAPI, app:
     assert all(m.chat_id == ned.id for m in server.messages(ned.id))
 
 
-async def test_other_update_kinds_reach_the_bot(server: FakeBotAPI, app: Application) -> None:
+async def test_other_update_kinds_reach_the_bot(server: FakeBotAPI, app: App) -> None:
     olga = server.user(first_name="Olga")
     for send, kind in (
         (olga.send_sticker, "sticker"),
@@ -432,9 +430,7 @@ async def test_other_update_kinds_reach_the_bot(server: FakeBotAPI, app: Applica
     assert [m.text for m in server.messages(-1002222222222)] == ["seen: news"]
 
 
-async def test_wait_for_skips_until_match_and_timeout_reports_calls(
-    server: FakeBotAPI, app: Application
-) -> None:
+async def test_wait_for_skips_until_match_and_timeout_reports_calls(server: FakeBotAPI, app: App) -> None:
     pam = server.user(first_name="Pam")
     for text in ("a", "b", "target", "c"):
         pam.send_text(text)
@@ -458,7 +454,7 @@ async def test_wrong_token_is_invalid_token_at_initialize(server: FakeBotAPI) ->
 
 
 @pytest.fixture
-async def bot_app(server: FakeBotAPI) -> AsyncIterator[Application]:
+async def bot_app(server: FakeBotAPI) -> AsyncIterator[App]:
     application = build_app(server)
     await application.initialize()
     try:
@@ -467,7 +463,7 @@ async def bot_app(server: FakeBotAPI) -> AsyncIterator[Application]:
         await application.shutdown()
 
 
-async def test_settings_methods(server: FakeBotAPI, bot_app: Application) -> None:
+async def test_settings_methods(server: FakeBotAPI, bot_app: App) -> None:
     bot = bot_app.bot
     assert bot.username == "netcoach_test_bot" and bot.id == 123
     commands = [BotCommand("start", "Start"), BotCommand("practice", "Practise a pitch")]
@@ -493,7 +489,7 @@ async def test_settings_methods(server: FakeBotAPI, bot_app: Application) -> Non
     assert await bot.log_out() and await bot.close()
 
 
-async def test_send_validation(server: FakeBotAPI, bot_app: Application) -> None:
+async def test_send_validation(server: FakeBotAPI, bot_app: App) -> None:
     bot = bot_app.bot
     rita = server.user(first_name="Rita")
     with pytest.raises(BadRequest, match="(?i)message is too long"):
@@ -537,7 +533,7 @@ async def test_send_validation(server: FakeBotAPI, bot_app: Application) -> None
         await bot.send_message(rita.id, "hello?")
 
 
-async def test_fail_rate_is_reproducible(server: FakeBotAPI, bot_app: Application) -> None:
+async def test_fail_rate_is_reproducible(server: FakeBotAPI, bot_app: App) -> None:
     sam = server.user(first_name="Sam")
 
     async def pattern() -> list[bool]:
@@ -557,7 +553,7 @@ async def test_fail_rate_is_reproducible(server: FakeBotAPI, bot_app: Applicatio
     assert len(server.messages(sam.id)) == first.count(True) * 2
 
 
-async def test_flood_limits(server: FakeBotAPI, bot_app: Application) -> None:
+async def test_flood_limits(server: FakeBotAPI, bot_app: App) -> None:
     tom = server.user(first_name="Tom")
     server.set_flood_limits(global_per_second=None, per_chat_per_second=1.0, burst=2)
     await bot_app.bot.send_message(tom.id, "1")
@@ -628,7 +624,7 @@ async def test_raw_protocol_long_poll_conflict_and_errors(server: FakeBotAPI) ->
         assert (await client.post(f"{api}/deleteWebhook")).json()["result"] is True
 
 
-async def test_second_poller_conflict_surfaces_in_ptb(server: FakeBotAPI, bot_app: Application) -> None:
+async def test_second_poller_conflict_surfaces_in_ptb(server: FakeBotAPI, bot_app: App) -> None:
     # Two bot instances with the same token: the older long poll gets 409 Conflict.
     async with Bot(TOKEN, base_url=server.base_url) as other:
         parked = asyncio.create_task(bot_app.bot.get_updates(timeout=5))

@@ -51,6 +51,8 @@ PITCH_INTENTS = (
     "ask_favour",
     "steer_to_self",
     "self_talk",
+    "sales_opener",
+    "money_talk",
 )
 NEUTRAL_INTENTS = (
     "greeting",

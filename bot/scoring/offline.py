@@ -58,7 +58,8 @@ from bot.scoring.intents import (
 MODEL_PATH = Path(__file__).with_name("model.json")
 
 STRONG_OTHER = frozenset(
-    {"asks_about_them", "asks_what_they_do", "asks_about_them_stmt", "follow_up", "reflect", "offer_help", "propose_follow_up"}
+    {"asks_about_them", "asks_what_they_do", "asks_about_them_stmt", "follow_up", "reflect", "offer_help",
+     "propose_follow_up", "accepts_their_story"}
 )
 STRONG_PITCH = frozenset(
     {"self_promotion", "offer_product", "call_to_action", "prospecting", "ask_favour", "steer_to_self"}
@@ -173,6 +174,8 @@ def analyse(rec: IntentRecogniser, text: str, context: Sequence[Turn] = ()) -> A
 
     # ---- intents
     intents = set(found)
+    pitchy = bool(intents & STRONG_PITCH)
+    social = bool(intents & SOCIAL)
     if "follow_up_phrase" in intents:
         intents.discard("follow_up_phrase")
         if p_text is not None and not ("partner_asks_about_user" in pflags and not p_statement):
@@ -181,16 +184,29 @@ def analyse(rec: IntentRecogniser, text: str, context: Sequence[Turn] = ()) -> A
             intents.add("asks_about_them")
     if "asks_about_them_stmt" in intents and p_shares:
         intents.add("follow_up")
-    if p_text is not None and p_statement and (is_q or "reflect" in intents):
-        # a question / paraphrase that picks up the partner's own words, or points back at what they said
-        if overlap >= 1 and (is_q or "reflect" in intents) and not (intents & {"prospecting", "call_to_action", "offer_product"}):
-            intents.add("follow_up")
-        elif anaphoric_q and norm.n_words <= 12 and not (intents & {"prospecting", "call_to_action", "offer_product"}):
-            intents.add("follow_up")
-    if p_shares and overlap >= 1 and "offer_help" in intents:
-        intents.add("follow_up")  # an offer that answers what they just said
+    if p_text is not None and p_statement and not pitchy:
+        if is_q or "reflect" in intents:
+            # a question / paraphrase that picks up the partner's own words, or points back at what they said
+            if overlap >= 1 or (anaphoric_q and norm.n_words <= 15):
+                intents.add("follow_up")
+            elif (
+                is_q
+                and p_shares
+                and "partner_asks_about_user" not in pflags
+                and not (social and norm.n_words <= 6)
+                and "asks_what_they_do" not in intents
+            ):
+                intents.add("follow_up")  # a question straight after they shared something
+        if "offer_help" in intents and overlap >= 1:
+            intents.add("follow_up")  # an offer that answers what they just said
+    if "follow_up" in intents and is_q:
+        intents.add("asks_about_them")
     if "asks_what_they_do" in intents:
         intents.add("asks_about_them")
+    if "partner_offers_to_share" in pflags and norm.n_words <= 6 and not pitchy and (
+        intents & {"acknowledge", "asks_about_them_stmt"} or not intents
+    ):
+        intents.add("accepts_their_story")  # "yes!" / "please do" to "want to see it?"
     self_ish = bool(intents & {"self_disclosure", "self_talk"})
     if self_ish:
         if asked:
@@ -226,8 +242,10 @@ def analyse(rec: IntentRecogniser, text: str, context: Sequence[Turn] = ()) -> A
             f["x:%s|%s" % (name, tag)] = 1.0
     if asked and not is_q and n_first >= n_second:
         f["x:answer_about_self|" + _len_bucket(norm.n_words)] = 1.0
-    if "partner_asks_offering" in pflags and (intents & {"offer_product", "call_to_action", "self_talk"}):
-        f["x:answers_offering"] = 1.0
+    if ("partner_asks_offering" in pflags or "partner_requests" in pflags) and (
+        intents & {"offer_product", "call_to_action", "self_talk", "money_talk"}
+    ):
+        f["x:answers_request"] = 1.0
     if is_q and p_shares:
         f["x:q|p_shares"] = 1.0
         if overlap:
@@ -260,6 +278,9 @@ def analyse(rec: IntentRecogniser, text: str, context: Sequence[Turn] = ()) -> A
 
 def _public_intents(intents: frozenset[str] | set[str], label: str | None = None) -> frozenset[str]:
     out = set(intents)
+    if "accepts_their_story" in out:
+        out.discard("accepts_their_story")
+        out.add("follow_up")
     if "asks_about_them_stmt" in out:
         out.discard("asks_about_them_stmt")
         out.add("asks_about_them")
@@ -414,13 +435,19 @@ def _rule(a: Analysis) -> str | None:
     it = a.intents
     so = it & STRONG_OTHER
     sp = it & STRONG_PITCH
+    f = a.features
+    requested = f.get("c:partner_asks_offering") or f.get("c:partner_requests")
     if sp and not so:
-        if a.asked_about_user and a.features.get("c:partner_asks_offering") and sp <= {"offer_product", "call_to_action"} and a.n_words <= 20:
-            return None  # answering "how much?" / "do you have a card?" is not an unprompted pitch
+        if requested and a.n_words <= 25 and sp <= {"offer_product", "call_to_action", "self_promotion"}:
+            return None  # answering "how much?" / "send me the link" is not an unprompted pitch
+        if a.asked_about_user and a.n_words <= 20 and sp <= {"offer_product", "self_promotion", "steer_to_self"} and len(sp) == 1:
+            return None  # a brief honest answer to "what does your company do?"
         return "pitch"
     if so and not sp:
         if so <= {"asks_about_them"} and it & (SOCIAL - {"acknowledge"}):
             return None  # "how are you?", "first time here?": small talk shaped as a question
+        if it & {"sales_opener", "money_talk"}:
+            return None
         if "self_talk" in it and not a.follow_up and so <= {"asks_about_them"} and a.n_words > 25:
             return None  # a long self-centred monologue with a token question at the end
         return "other_focus"

@@ -4,9 +4,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable
 
 from telegram import BotCommand, Update
 from telegram.ext import (
@@ -20,9 +23,12 @@ from telegram.ext import (
 )
 
 from bot.config import Config
+from bot.events import EventBook
 from bot.scenarios import ScenarioLibrary
+from bot.schedule import Scheduler, utcnow
 from bot.session import PracticeEngine
 from bot.store import TinyDBStore
+from bot.telegram import events as ev
 from bot.telegram import handlers as h
 from bot.telegram.formatting import command_descriptions
 
@@ -74,11 +80,18 @@ def make_engine(config: Config) -> PracticeEngine:
 
 
 async def post_init(app: Application) -> None:
-    """Register the command menu so users see every command with a description."""
+    """Register the command menu, and rebuild the prompt schedule from the store (the JobQueue
+    keeps nothing across restarts; anything missed while we were down is due now)."""
     await app.bot.set_my_commands([BotCommand(name, text) for name, text in command_descriptions().items()])
+    scheduler: Scheduler = app.bot_data["events"].scheduler
+    pending = await asyncio.to_thread(scheduler.load, lambda uid: uid.startswith("tg-"))
+    log.info("schedule loaded: %d pending prompt(s)", pending)
 
 
-def build_application(config: Config, engine: PracticeEngine | None = None) -> Application:
+def build_application(
+    config: Config, engine: PracticeEngine | None = None, clock: Callable[[], datetime] = utcnow
+) -> Application:
+    """The whole bot. ``clock`` drives scheduled prompts (tests pass a controllable one)."""
     if not config.telegram_token:
         raise ValueError("TELEGRAM_BOT_TOKEN is not set")
     builder = (
@@ -91,8 +104,13 @@ def build_application(config: Config, engine: PracticeEngine | None = None) -> A
     if config.telegram_base_url:
         builder = builder.base_url(config.telegram_base_url).base_file_url(file_url_for(config.telegram_base_url))
     app = builder.build()
-    app.bot_data["engine"] = engine or make_engine(config)
+    engine = engine or make_engine(config)
+    app.bot_data["engine"] = engine
+    app.bot_data["events"] = EventBook(engine.store, Scheduler(engine.store, clock), engine.library, engine.scorer,
+                                       config.timing)
     register_handlers(app)
+    if app.job_queue is not None:
+        app.job_queue.run_repeating(ev.scheduler_tick, interval=config.tick_seconds, first=1.0, name="prompts")
     return app
 
 
@@ -111,6 +129,10 @@ def register_handlers(app: Application) -> None:
         "progress": h.progress,
         "export": h.export,
         "forget": h.forget,
+        "event": ev.event_command,
+        "events": ev.events_command,
+        "debrief": ev.debrief_command,
+        "contacts": ev.contacts_command,
     }.items():
         app.add_handler(CommandHandler(name, fn, filters=private & filters.UpdateType.MESSAGE))
     app.add_handler(CallbackQueryHandler(h.on_button))

@@ -28,6 +28,8 @@ from bot.progress import chart_png, summarise
 from bot.scenarios import DIFFICULTIES
 from bot.session import PROFILE, PracticeEngine, Session, SessionError
 from bot.store import StoreError
+from bot.telegram import events as ev
+from bot.telegram.common import engine_of, io_call, user_key
 from bot.telegram.formatting import button, say, split_message
 
 log = logging.getLogger(__name__)
@@ -37,20 +39,6 @@ FORGET_TOKEN_TTL = 600  # seconds a /forget confirmation button stays valid
 
 
 # -- plumbing -------------------------------------------------------------------------------------
-
-
-def engine_of(context: ContextTypes.DEFAULT_TYPE) -> PracticeEngine:
-    return context.bot_data["engine"]
-
-
-def user_key(update: Update) -> str:
-    assert update.effective_user is not None
-    return f"tg-{update.effective_user.id}"
-
-
-async def io_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Store calls touch disk (and fsync); keep them off the event loop."""
-    return await asyncio.to_thread(fn, *args, **kwargs)
 
 
 async def send_html(message: Message, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
@@ -172,7 +160,7 @@ async def finish_session(message: Message, context: ContextTypes.DEFAULT_TYPE, u
 
 async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     uid = user_key(update)
-    cancelled = await engine_of(context).cancel(uid)
+    cancelled = await ev.cancel_forms(context, uid) or await engine_of(context).cancel(uid)
     profile = await io_call(profile_of, context, uid)
     if profile.get("awaiting"):
         await io_call(update_profile, context, uid, awaiting=None)
@@ -261,6 +249,8 @@ async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
 
 async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Text is a role-play turn, the answer to a question we asked, or a pointer to /practice."""
+    if await ev.on_form_text(update, context):
+        return
     message = update.effective_message
     uid = user_key(update)
     engine = engine_of(context)
@@ -308,6 +298,10 @@ async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     assert query is not None
     parts = (query.data or "").split(":")
     area, action, arg = (parts + ["", "", ""])[:3]
+    if len(parts) <= 3 and area in ("ev", "rf", "ct"):
+        if not await ev.on_event_button(update, context, area, action, arg):
+            await query.answer(say("expired"))
+        return
     handler = BUTTONS.get((area, action))
     if handler is None or len(parts) > 3:
         await query.answer(say("expired_hint"), show_alert=False)

@@ -65,6 +65,7 @@ Deliberate differences from Telegram (documented so nobody is surprised):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -85,7 +86,6 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 from aiohttp.web_request import FileField
-import contextlib
 
 __all__ = [
     "FakeBotAPI",
@@ -567,10 +567,10 @@ def parse_markdown(text: str) -> tuple[str, list[dict[str, Any]]]:
                 if first and not first.isspace():
                     language, body = first, rest
             if body:
-                entity = {"type": "pre", "offset": u16, "length": utf16_len(body)}
+                pre: dict[str, Any] = {"type": "pre", "offset": u16, "length": utf16_len(body)}
                 if language:
-                    entity["language"] = language
-                entities.append(entity)
+                    pre["language"] = language
+                entities.append(pre)
             out.append(body)
             u16 += utf16_len(body)
             i = end + 3
@@ -584,7 +584,7 @@ def parse_markdown(text: str) -> tuple[str, list[dict[str, Any]]]:
         body = text[i + 1 : end]
         i = end + 1
         etype = {"_": "italic", "*": "bold", "`": "code", "[": "text_link"}[c]
-        entity: dict[str, Any] = {"type": etype, "offset": u16, "length": utf16_len(body)}
+        entity: dict[str, Any] | None = {"type": etype, "offset": u16, "length": utf16_len(body)}
         if c == "[":
             if i < n and text[i] == "(":
                 url_end = text.find(")", i)
@@ -592,11 +592,11 @@ def parse_markdown(text: str) -> tuple[str, list[dict[str, Any]]]:
                     raise EntityParseError(
                         f"Can't find end of a URL at byte offset {_byte_offset(text, begin)}"
                     )
-                entity["url"] = text[i + 1 : url_end]
+                entity["url"] = text[i + 1 : url_end]  # type: ignore[index]
                 i = url_end + 1
             else:
-                entity = {}
-        if entity and entity["length"] > 0:
+                entity = None  # "[text]" without a URL stays plain text
+        if entity is not None and entity["length"] > 0:
             entities.append(entity)
         out.append(body)
         u16 += utf16_len(body)
