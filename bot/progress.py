@@ -83,3 +83,31 @@ def chart_png(progress: Progress, title: str = "Your focus score") -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def roster_chart_png(rows: Sequence[tuple[str, float | None, int | None]], target: int | None = None) -> bytes:
+    """Average and last focus score per trainee, side by side; returns PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    names = [name[:18] for name, _, _ in rows]
+    averages = [avg or 0 for _, avg, _ in rows]
+    lasts = [last or 0 for _, _, last in rows]
+    fig = Figure(figsize=(max(5, 1.1 * len(rows) + 2), 4), dpi=110)
+    ax = fig.add_subplot()
+    xs = range(len(rows))
+    ax.bar([x - 0.2 for x in xs], averages, width=0.4, label="average", color="#1565c0")
+    ax.bar([x + 0.2 for x in xs], lasts, width=0.4, label="last", color="#ef6c00")
+    ax.axhline(70, color="#2e7d32", linestyle="--", linewidth=1, label="connector (70)")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("focus score")
+    ax.set_title("Your trainees")
+    ax.legend(loc="best", fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()

@@ -22,12 +22,15 @@ from telegram.ext import (
     filters,
 )
 
+from bot.coaching import Coaching, ScenarioCatalog
 from bot.config import Config
 from bot.events import EventBook
+from bot.llm import llm_options
 from bot.scenarios import ScenarioLibrary
 from bot.schedule import Scheduler, utcnow
 from bot.session import PracticeEngine
 from bot.store import TinyDBStore
+from bot.telegram import coach as co
 from bot.telegram import events as ev
 from bot.telegram import handlers as h
 from bot.telegram.formatting import command_descriptions
@@ -76,7 +79,8 @@ def file_url_for(base_url: str) -> str:
 
 
 def make_engine(config: Config) -> PracticeEngine:
-    return PracticeEngine(TinyDBStore(config.data_dir), ScenarioLibrary.from_dir(config.scenarios_dir))
+    return PracticeEngine(TinyDBStore(config.data_dir), ScenarioLibrary.from_dir(config.scenarios_dir),
+                          **llm_options(config.llm))
 
 
 async def post_init(app: Application) -> None:
@@ -106,8 +110,13 @@ def build_application(
     app = builder.build()
     engine = engine or make_engine(config)
     app.bot_data["engine"] = engine
-    app.bot_data["events"] = EventBook(engine.store, Scheduler(engine.store, clock), engine.library, engine.scorer,
-                                       config.timing)
+    scheduler = Scheduler(engine.store, clock)
+    if not isinstance(engine.library, ScenarioCatalog):  # coach-authored scenarios resolve by id too
+        engine.library = ScenarioCatalog(engine.library, engine.store)
+    builtins = engine.library.base
+    app.bot_data["events"] = EventBook(engine.store, scheduler, builtins, engine.scorer, config.timing)
+    app.bot_data["coaching"] = Coaching(engine.store, builtins, scheduler)
+    app.bot_data["job_handlers"] = {"assign_reminder": co.deliver_assignment_job, "assign_due": co.deliver_assignment_job}
     register_handlers(app)
     if app.job_queue is not None:
         app.job_queue.run_repeating(ev.scheduler_tick, interval=config.tick_seconds, first=1.0, name="prompts")
@@ -133,6 +142,11 @@ def register_handlers(app: Application) -> None:
         "events": ev.events_command,
         "debrief": ev.debrief_command,
         "contacts": ev.contacts_command,
+        "coach": co.coach_command,
+        "coaches": co.coaches_command,
+        "assign": co.assign_command,
+        "roster": co.roster_command,
+        "scenarios": co.scenarios_command,
     }.items():
         app.add_handler(CommandHandler(name, fn, filters=private & filters.UpdateType.MESSAGE))
     app.add_handler(CallbackQueryHandler(h.on_button))

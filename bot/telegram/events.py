@@ -151,7 +151,12 @@ async def on_form_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> bo
     """Route typed text to a form or reflection in progress; False if there is none."""
     uid = user_key(update)
     profile = await io_call(_profile, context, uid)
-    if profile.get("form"):
+    form = profile.get("form")
+    if form and form.get("kind") == "assign":
+        from bot.telegram.coach import on_form_text as coach_form_text
+
+        return await coach_form_text(update, context, form)
+    if form:
         await form_input(update, context, uid, update.effective_message.text)
         return True
     if profile.get("reflection"):

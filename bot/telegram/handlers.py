@@ -25,9 +25,10 @@ from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
 from bot.progress import chart_png, summarise
-from bot.scenarios import DIFFICULTIES
+from bot.scenarios import DIFFICULTIES, Scenario
 from bot.session import PROFILE, PracticeEngine, Session, SessionError
 from bot.store import StoreError
+from bot.telegram import coach
 from bot.telegram import events as ev
 from bot.telegram.common import engine_of, io_call, user_key
 from bot.telegram.formatting import button, say, split_message
@@ -94,14 +95,15 @@ def after_debrief_buttons() -> InlineKeyboardMarkup:
     )
 
 
-def scenario_keyboard(engine: PracticeEngine, difficulty: str | None) -> InlineKeyboardMarkup:
+def scenario_keyboard(engine: PracticeEngine, difficulty: str | None, extra: list[Scenario] = ()) -> InlineKeyboardMarkup:
     filters_row = [
         InlineKeyboardButton(("• " if (difficulty or "all") == key else "") + button(key), callback_data=f"p:list:{key}")
         for key in ("all", *DIFFICULTIES)
     ]
     dots = {"easy": "🟢", "medium": "🟡", "hard": "🔴"}
+    scenarios = [*engine.library.all(difficulty), *(s for s in extra if difficulty in (None, s.difficulty))]
     rows = [[InlineKeyboardButton(f"{dots[s.difficulty]} {s.title}", callback_data=f"p:pick:{s.id}")]
-            for s in engine.library.all(difficulty)]
+            for s in scenarios]
     return InlineKeyboardMarkup([filters_row, *rows])
 
 
@@ -110,6 +112,9 @@ def scenario_keyboard(engine: PracticeEngine, difficulty: str | None) -> InlineK
 
 async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Onboarding: what the bot does, then the user's networking goal (asked once)."""
+    if context.args:
+        await coach.start_with_invite(update, context, context.args[0])
+        return
     uid = user_key(update)
     first_name = update.effective_user.first_name if update.effective_user else ""
     profile = await io_call(profile_of, context, uid)
@@ -131,8 +136,9 @@ async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
 
 
 async def practice(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    extra = await io_call(coach.coaching(context).scenarios_for, user_key(update))
     await update.effective_message.reply_html(
-        say("pick_scenario", difficulty=None), reply_markup=scenario_keyboard(engine_of(context), None)
+        say("pick_scenario", difficulty=None), reply_markup=scenario_keyboard(engine_of(context), None, extra)
     )
 
 
@@ -151,11 +157,12 @@ async def end(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 async def finish_session(message: Message, context: ContextTypes.DEFAULT_TYPE, uid: str) -> None:
     try:
-        _, debrief = await engine_of(context).end(uid)
+        session, debrief = await engine_of(context).end(uid)
     except SessionError as exc:
         await message.reply_text(str(exc))
         return
     await send_html(message, debrief.render_html(), after_debrief_buttons())
+    await coach.report_attempt(context, uid, session.scenario_id, debrief.focus_score)
 
 
 async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -281,7 +288,10 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def on_non_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Stickers, photos, voice...: a friendly pointer; nothing in the role-play changes."""
+    """Stickers, photos, voice...: a friendly pointer; nothing in the role-play changes.
+    (A coach's .toml document is a scenario upload.)"""
+    if update.effective_message.document is not None and await coach.on_document(update, context):
+        return
     await update.effective_message.reply_html(say("text_only"))
 
 
@@ -298,6 +308,10 @@ async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     assert query is not None
     parts = (query.data or "").split(":")
     area, action, arg = (parts + ["", "", ""])[:3]
+    if area in ("co", "ci", "cl", "as", "cs"):
+        if not await coach.on_coach_button(update, context, parts):
+            await query.answer(say("expired"))
+        return
     if len(parts) <= 3 and area in ("ev", "rf", "ct"):
         if not await ev.on_event_button(update, context, area, action, arg):
             await query.answer(say("expired"))
@@ -321,7 +335,8 @@ async def btn_list(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str)
     difficulty = None if arg == "all" else arg
     await query.answer()
     text = say("pick_scenario", difficulty=difficulty)
-    markup = scenario_keyboard(engine_of(context), difficulty)
+    extra = await io_call(coach.coaching(context).scenarios_for, user_key(update))
+    markup = scenario_keyboard(engine_of(context), difficulty, extra)
     if query.message is not None and (query.message.text_html != text or query.message.reply_markup != markup):
         with contextlib.suppress(TelegramError):  # "message is not modified" and friends
             await query.edit_message_text(text, parse_mode=ParseMode.HTML, reply_markup=markup)
@@ -330,7 +345,7 @@ async def btn_list(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str)
 async def btn_pick(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str) -> None:
     query = update.callback_query
     engine = engine_of(context)
-    scenario = engine.library.get(arg)
+    scenario = await io_call(coach.coaching(context).scenario, user_key(update), arg)  # only what this user may use
     if scenario is None:
         await _expired(update)
         return
@@ -418,6 +433,7 @@ async def btn_forget(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: st
         await query.answer(say("expired"))
         return
     await query.answer()
+    await coach.on_forget(context, uid)
     await io_call(engine_of(context).store.delete_user, uid)
     with contextlib.suppress(TelegramError):
         await query.edit_message_text(say("forget_done"), parse_mode=ParseMode.HTML)
