@@ -22,6 +22,7 @@ What it does (deterministic: fixed folds, full-batch optimisation, no random num
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import math
@@ -50,6 +51,7 @@ from bot.scoring.offline import (  # noqa: E402
 )
 
 LEX_PREFIXES = ("w:", "b:")
+print = functools.partial(print, flush=True)  # noqa: A001
 
 
 def build_rec(known: list[str]) -> IntentRecogniser:
@@ -73,22 +75,26 @@ def known_words(examples) -> list[str]:
 
 
 class Data:
-    def __init__(self, analyses: list[Analysis], y: list[int], groups: list[str]):
+    def __init__(self, analyses: list[Analysis], y: list[int], groups: list[str], min_lex: int = 2):
         self.analyses = analyses
         self.y = np.array(y)
         self.groups = groups
-        names = sorted({k for a in analyses for k in a.features})
+        counts = Counter(k for a in analyses for k in a.features)
+        # words seen once cannot generalise; intent/context/shape features are always kept
+        names = sorted(k for k, n in counts.items() if n >= min_lex or not k.startswith(LEX_PREFIXES))
         self.names = names
         self.index = {n: i for i, n in enumerate(names)}
         X = np.zeros((len(analyses), len(names)))
         for r, a in enumerate(analyses):
             for k, v in a.features.items():
-                X[r, self.index[k]] = v
+                i = self.index.get(k)
+                if i is not None:
+                    X[r, i] = v
         self.X = X
         self.lex = np.array([n.startswith(LEX_PREFIXES) for n in names])
 
 
-def fit(X: np.ndarray, y: np.ndarray, lex: np.ndarray, l2_int: float, l2_lex: float, iters: int = 600) -> np.ndarray:
+def fit(X: np.ndarray, y: np.ndarray, lex: np.ndarray, l2_int: float, l2_lex: float, iters: int = 300) -> np.ndarray:
     """Softmax regression, class-balanced loss, L2 (not on the bias). Returns W of shape (features, classes)."""
     n, d = X.shape
     k = len(LABELS)
@@ -154,10 +160,11 @@ def focus_fit(convs, conv_index, P: np.ndarray, labels_pred: list[str], analyses
     """Grid-search the focus-score parameters on the train conversations (out-of-fold predictions)."""
     other_i, neutral_i = LABELS.index("other_focus"), LABELS.index("neutral")
     best = None
-    grid = itertools.product([0.0, 0.25, 0.5, 0.75, 1.0], [0.0, 0.15, 0.3, 0.5, 1.0], [0.3, 0.4, 0.5, 0.6],
-                             [0.0, 0.3, 0.6])
-    for alpha, social, nv, mix in grid:
-        fp = {**DEFAULT_FOCUS, "alpha": alpha, "social_factor": social, "neutral_value": nv, "soft_mix": mix}
+    grid = itertools.product([0.25, 0.5, 0.75], [0.25, 0.5, 1.0], [0.4, 0.5, 0.6], [1.0, 1.25, 1.5, 2.0],
+                             [0.0, 0.3])
+    for alpha, social, nv, pf, mix in grid:
+        fp = {**DEFAULT_FOCUS, "alpha": alpha, "social_factor": social, "neutral_value": nv, "pitch_factor": pf,
+              "soft_mix": mix}
         got, gold, right = [], [], 0
         for c, idxs in zip(convs, conv_index):
             num = den = 0.0
@@ -229,7 +236,7 @@ def main(argv=None) -> int:
         _, focus, rho, acc, mae = best
         print(f"focus params {focus}: CV Spearman {rho:.3f}, verdict acc {acc:.3f}, MAE {mae:.1f}")
 
-    W = fit(data.X, data.y, data.lex, l2_int, l2_lex, iters=900)
+    W = fit(data.X, data.y, data.lex, l2_int, l2_lex, iters=500)
     bias_row = data.index.get("bias")
     weights = {}
     for name, i in data.index.items():

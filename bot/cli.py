@@ -5,7 +5,8 @@ TELEGRAM_BOT_TOKEN is set, otherwise a practice role-play in the terminal.
     netcoach history                       past sessions with scores
     netcoach debrief                       reflect on a real event you went to
     netcoach scenarios list | check [DIR]  browse or validate scenario files
-    netcoach score [FILE]                  label turns / score conversations (JSON Lines)
+    netcoach score [FILE] [--llm]          label turns / score conversations (JSON Lines)
+    netcoach doctor | usage                LLM configuration check / LLM tokens used per model
     netcoach export | forget               your data as JSON / delete it
     netcoach run                           the Telegram bot
 """
@@ -20,8 +21,12 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.config import Config
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bot.scoring import Scorer
 
 
 def _local_user(name: str | None) -> str:
@@ -54,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="?", help="input file (default: standard input)")
     p.add_argument("--llm", action="store_true", help="also ask the LLM judge (when configured)")
 
+    sub.add_parser("doctor", help="show the LLM configuration (key masked) and check the endpoint")
+    sub.add_parser("usage", help="LLM tokens used per model across all practice sessions")
+
     p = sub.add_parser("export", help="print all your data as JSON")
     p.add_argument("--user")
     p = sub.add_parser("forget", help="delete all your data")
@@ -85,7 +93,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(command: str, args: argparse.Namespace, config: Config) -> int:
     if command == "score":
-        return _score(args)
+        return _score(args, config)
+    if command == "doctor":
+        from bot.llm.cli import doctor
+
+        return doctor(config.llm)
+    if command == "usage":
+        from bot.llm.cli import usage
+
+        return usage(config.data_dir)
     if command == "scenarios":
         return _scenarios(args, config)
     if command == "run":
@@ -101,7 +117,9 @@ def _dispatch(command: str, args: argparse.Namespace, config: Config) -> int:
     except ScenarioError as exc:
         print(f"Cannot load scenarios:\n{exc}", file=sys.stderr)
         return 2
-    engine = PracticeEngine(TinyDBStore(config.data_dir), library)
+    from bot.llm import llm_options
+
+    engine = PracticeEngine(TinyDBStore(config.data_dir), library, **llm_options(config.llm))
     term = Terminal(engine, sys.stdin, sys.stdout, interactive=sys.stdin.isatty())
     user_id = _local_user(getattr(args, "user", None))
     try:
@@ -147,20 +165,31 @@ def _scenarios(args: argparse.Namespace, config: Config) -> int:
     return 1 if problems else 0
 
 
-def _score(args: argparse.Namespace) -> int:
+def _score(args: argparse.Namespace, config: Config) -> int:
     from bot.scoring import default_scorer
+
+    if args.llm and config.llm.enabled:
+        from bot.llm.cli import judged_scorer
+
+        with judged_scorer(config.llm, default_scorer()) as scorer:
+            return _score_with(args, scorer)
+    if args.llm:
+        print("netcoach score: --llm needs OPENAI_API_KEY or OPENAI_BASE_URL (see `netcoach doctor`); scoring offline.",
+              file=sys.stderr)
+    return _score_with(args, default_scorer())
+
+
+def _score_with(args: argparse.Namespace, scorer: Scorer) -> int:
     from bot.scoring.cli import run
 
-    if args.llm:
-        print("netcoach score: --llm needs an LLM configuration; scoring offline.", file=sys.stderr)
     if args.file:
         try:
             with open(args.file, encoding="utf-8") as fh:
-                return run(fh, sys.stdout, default_scorer())
+                return run(fh, sys.stdout, scorer)
         except OSError as exc:
             print(f"netcoach score: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
             return 2
-    return run(sys.stdin, sys.stdout, default_scorer())
+    return run(sys.stdin, sys.stdout, scorer)
 
 
 def _run_bot(args: argparse.Namespace, config: Config) -> int:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
 
+from bot.llm.config import LLMConfig
+
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS_DIR = ROOT / "prompts"
 SCENARIOS_DIR = ROOT / "scenarios"
@@ -38,6 +40,7 @@ class Config:
     telegram_base_url: str | None = None
     timing: Timing = Timing()
     tick_seconds: float = 30.0  # how often the bot checks for due prep / reflection / reminder prompts
+    llm: LLMConfig = field(default_factory=LLMConfig)  # offline unless configured (bot/llm/config.py)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Config":
@@ -56,4 +59,5 @@ class Config:
                 reminder_default_days=int(env.get("NETCOACH_REMINDER_DAYS", "3")),
             ),
             tick_seconds=float(env.get("NETCOACH_TICK_SECONDS", "30")),
+            llm=LLMConfig.from_env(env),
         )

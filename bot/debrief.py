@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from bot.persona import PersonaState
 from bot.scenarios import TOPIC_KINDS, Scenario
-from bot.scoring import OfflineScorer, Turn
+from bot.scoring import ConversationScore, OfflineScorer, Turn
 from bot.templates import render, render_html, render_string, wording
 
 QUESTION_START = re.compile(
@@ -117,8 +117,17 @@ def discoveries(scenario: Scenario, state: PersonaState) -> tuple[Discovery, ...
     return tuple(result)
 
 
-def build_debrief(scenario: Scenario, state: PersonaState, turns: Sequence[Turn], scorer: OfflineScorer) -> Debrief:
-    score = scorer.score_conversation(turns)
+def build_debrief(
+    scenario: Scenario,
+    state: PersonaState,
+    turns: Sequence[Turn],
+    scorer: OfflineScorer,
+    score: ConversationScore | None = None,
+    rewrites: Mapping[int, str] | None = None,
+) -> Debrief:
+    """``score`` and ``rewrites`` (user-turn index -> a better line) come from the LLM judge when one
+    is configured (see bot/llm/combine.py); without them everything is the offline scorer's."""
+    score = score or scorer.score_conversation(turns)
     user_turns = [t for t in turns if t.role == "user"]
     reviews = tuple(
         TurnReview(turn.text, ts.label, ts.confidence, ts.reasons, ts.follow_up)
@@ -141,7 +150,7 @@ def build_debrief(scenario: Scenario, state: PersonaState, turns: Sequence[Turn]
         family = next((r for r in REWRITE_ORDER if r in weak.reasons), "pitch" if weak.label == "pitch" else "neutral")
         tip = advice["rewrite"][family]
         try_next = render_string(tip["try"], **ctx)
-        better = render_string(tip["better"], **ctx)
+        better = (rewrites or {}).get(reviews.index(weak)) or render_string(tip["better"], **ctx)
         weak_text = weak.text
     else:
         code = _next_step(reviews, metrics, found)

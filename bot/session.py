@@ -18,6 +18,9 @@ from typing import Any, Callable
 
 from bot.debrief import Debrief, build_debrief
 from bot.hints import hint_for
+from bot.llm import usage
+from bot.llm.base import Hinter, Judge, Judgement
+from bot.llm.combine import combine
 from bot.persona import OfflinePersona, PersonaEngine, PersonaState, Reading, update_engagement
 from bot.scenarios import Scenario, ScenarioLibrary
 from bot.scoring import OfflineScorer, Turn
@@ -48,7 +51,8 @@ class Session:
     ended_at: str | None = None
     ended_by: str | None = None  # user | partner
     hints: int = 0
-    result: dict[str, Any] | None = None  # focus_score, verdict, labels once ended
+    result: dict[str, Any] | None = None  # focus_score, verdict, labels (and the LLM judgement) once ended
+    usage: dict[str, dict[str, int]] = field(default_factory=dict)  # LLM tokens per model (bot/llm/usage.py)
 
     @property
     def active(self) -> bool:
@@ -88,12 +92,18 @@ class PracticeEngine:
         scorer: OfflineScorer | None = None,
         persona: PersonaEngine | None = None,
         clock: Callable[[], datetime] = utcnow,
+        judge: Judge | None = None,
+        hinter: Hinter | None = None,
     ):
+        """``persona``, ``judge`` and ``hinter`` are the optional LLM parts (see ``bot.llm.llm_options``);
+        None means the offline engine, which is also what each LLM part falls back to."""
         self.store = store
         self.library = library
         self.scorer = scorer or OfflineScorer()
         self.persona = persona
         self.clock = clock
+        self.judge = judge
+        self.hinter = hinter
         self._locks: dict[str, asyncio.Lock] = {}
 
     # -- helpers -------------------------------------------------------------------------------
@@ -112,7 +122,11 @@ class PracticeEngine:
         return await asyncio.to_thread(fn, *args)
 
     def _persona_for(self, session: Session) -> PersonaEngine:
-        return self.persona or OfflinePersona(seed=session.id)
+        if self.persona is None:
+            return OfflinePersona(seed=session.id)
+        # Engines with per-session state (the LLM persona's offline fallback) are bound to the session.
+        bind = getattr(self.persona, "for_session", None)
+        return bind(session.id) if callable(bind) else self.persona
 
     def scenario_for(self, session: Session) -> Scenario:
         scenario = self.library.get(session.scenario_id)
@@ -197,7 +211,8 @@ class PracticeEngine:
             session.turns.append(
                 {"role": "user", "text": text, "at": self._now(), "label": score.label, "confidence": score.confidence}
             )
-            reply = await self._persona_for(session).reply(scenario, session.persona, history, text, reading)
+            with usage.collecting(into=session.usage):
+                reply = await self._persona_for(session).reply(scenario, session.persona, history, text, reading)
             session.turns.append({"role": "partner", "text": reply.text, "at": self._now()})
             if reply.left:
                 session.persona.left = True
@@ -209,9 +224,14 @@ class PracticeEngine:
             session = await self._io(self.active, user_id)
             if session is None:
                 raise SessionError("Hints are for a role-play in progress. Start one with /practice.")
+            scenario, turns = self.scenario_for(session), session.transcript()
+            text = hint_for(scenario, session.persona, turns, self.scorer)
+            if self.hinter is not None:
+                with usage.collecting(into=session.usage):
+                    text = await self.hinter.hint(scenario, session.persona, turns, text)
             session.hints += 1
             await self._io(self._save, session)
-            return hint_for(self.scenario_for(session), session.persona, session.transcript(), self.scorer)
+            return text
 
     async def end(self, user_id: str) -> tuple[Session, Debrief]:
         """Finish the role-play in progress, score it and keep the result."""
@@ -220,7 +240,11 @@ class PracticeEngine:
             if session is None:
                 raise SessionError("No role-play is running. Start one with /practice.")
             scenario = self.scenario_for(session)
-            debrief = build_debrief(scenario, session.persona, session.transcript(), self.scorer)
+            judgement = None
+            if self.judge is not None:
+                with usage.collecting(into=session.usage):
+                    judgement = await self.judge.judge(scenario, session.transcript())
+            debrief = self._build_debrief(scenario, session, judgement)
             session.status = "ended"
             session.ended_at = self._now()
             session.ended_by = "partner" if session.persona.left else "user"
@@ -229,6 +253,8 @@ class PracticeEngine:
                 "verdict": debrief.verdict,
                 "labels": [t.label for t in debrief.turns],
             }
+            if judgement is not None:
+                session.result["judgement"] = judgement.to_dict()
             await self._io(self._save, session)
             await self._io(self._set_active, user_id, None)
             return session, debrief
@@ -250,4 +276,13 @@ class PracticeEngine:
         session = self.get(user_id, session_id)
         if session is None or session.status != "ended":
             return None
-        return build_debrief(self.scenario_for(session), session.persona, session.transcript(), self.scorer)
+        return self._build_debrief(self.scenario_for(session), session,
+                                   Judgement.from_dict((session.result or {}).get("judgement")))
+
+    def _build_debrief(self, scenario: Scenario, session: Session, judgement: Judgement | None) -> Debrief:
+        """The offline debrief, or with the judge's labels combined in (rule: bot/llm/combine.py)."""
+        turns = session.transcript()
+        if judgement is None:
+            return build_debrief(scenario, session.persona, turns, self.scorer)
+        combined = combine(self.scorer.score_conversation(turns), turns, judgement)
+        return build_debrief(scenario, session.persona, turns, self.scorer, combined.score, combined.rewrites)

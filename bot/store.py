@@ -104,7 +104,7 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
         tmp_name = None
         _fsync_dir(path.parent)
     except OSError as exc:
-        raise StoreError(f"cannot write {path.name}: {exc.strerror or exc}") from exc
+        raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
     finally:
         if tmp_name is not None:
             with contextlib.suppress(OSError):

@@ -23,6 +23,8 @@ from telegram import (
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     MenuButtonCommands,
+    ReplyKeyboardMarkup,
+    ReplyKeyboardRemove,
     Update,
 )
 from telegram.error import BadRequest, Conflict, InvalidToken, NetworkError, RetryAfter, TimedOut
@@ -533,6 +535,67 @@ async def test_send_validation(server: FakeBotAPI, bot_app: App) -> None:
         await bot.send_message(rita.id, "hello?")
 
 
+async def test_edits_keyboards_replies_and_stale_queries(server: FakeBotAPI, bot_app: App) -> None:
+    bot = bot_app.bot
+    server.callback_query_ttl = 0.05
+    uli = server.user(first_name="Uli")
+    asked = uli.send_text("what now?")
+    kb = await bot.send_message(
+        uli.id,
+        "Pick",
+        reply_markup=ReplyKeyboardMarkup([["Practice", "Stats"]]),
+        reply_to_message_id=asked["message"]["message_id"],
+    )
+    assert kb.reply_to_message is not None and kb.reply_to_message.text == "what now?"
+    assert kb.reply_markup is None  # Telegram echoes only inline keyboards
+    assert uli.current_keyboard == [["Practice", "Stats"]]
+    await bot.send_message(uli.id, "ok", reply_markup=ReplyKeyboardRemove())
+    assert uli.current_keyboard is None
+
+    menu = await bot.send_message(uli.id, "Menu", reply_markup=keyboard())
+    await bot.edit_message_reply_markup(
+        uli.id,
+        menu.message_id,
+        reply_markup=InlineKeyboardMarkup([[InlineKeyboardButton("Go", callback_data="go")]]),
+    )
+    with pytest.raises(BadRequest, match="(?i)message is not modified"):
+        await bot.edit_message_reply_markup(
+            uli.id,
+            menu.message_id,
+            reply_markup=InlineKeyboardMarkup([[InlineKeyboardButton("Go", callback_data="go")]]),
+        )
+    press = uli.press(server.messages(uli.id)[-1])  # the only callback button: "Go"
+    assert press["callback_query"]["data"] == "go"
+    await asyncio.sleep(0.1)
+    with pytest.raises(BadRequest, match="(?i)query is too old"):
+        await bot.answer_callback_query(press["callback_query"]["id"])
+
+    pic = await bot.send_photo(uli.id, make_png(8, 8), caption="v1")
+    await bot.edit_message_caption(uli.id, pic.message_id, caption="<b>v2</b>", parse_mode="HTML")
+    last = server.last_message(uli.id)
+    assert last is not None and last.caption == "v2" and last.entities[0]["type"] == "bold"
+    with pytest.raises(BadRequest, match="(?i)no text in the message"):
+        await bot.edit_message_text("text", chat_id=uli.id, message_id=pic.message_id)
+
+    mark = server.call_mark()
+    assert await bot.delete_messages(uli.id, [asked["message"]["message_id"], pic.message_id])
+    call = await server.wait_for_call("deleteMessages", since=mark)
+    assert call.ok and [m.message_id for m in server.messages(uli.id, include_deleted=True) if m.deleted] == [
+        pic.message_id
+    ]
+    forged = uli.press_data(pic.message_id, "anything")  # deleted message -> InaccessibleMessage
+    assert forged["callback_query"]["message"]["date"] == 0
+    events = [(r.method, r.edited) for r in uli.replies]
+    assert events == [
+        ("sendMessage", False),
+        ("sendMessage", False),
+        ("sendMessage", False),
+        ("editMessageReplyMarkup", True),
+        ("sendPhoto", False),
+        ("editMessageCaption", True),
+    ]
+
+
 async def test_fail_rate_is_reproducible(server: FakeBotAPI, bot_app: App) -> None:
     sam = server.user(first_name="Sam")
 
@@ -588,7 +651,7 @@ async def test_raw_protocol_long_poll_conflict_and_errors(server: FakeBotAPI) ->
         assert empty.json() == {"ok": True, "result": []} and time.monotonic() - started >= 0.29
         uma = server.user(first_name="Uma")
         poll = asyncio.create_task(client.post(f"{api}/getUpdates", data={"timeout": "5"}))
-        await asyncio.sleep(0.05)
+        await server.wait_until(lambda: server.is_polling)
         started = time.monotonic()
         uma.send_text("ping")
         got = (await poll).json()["result"]
@@ -598,7 +661,7 @@ async def test_raw_protocol_long_poll_conflict_and_errors(server: FakeBotAPI) ->
         first = asyncio.create_task(
             client.post(f"{api}/getUpdates", json={"offset": got[0]["update_id"] + 1, "timeout": 5})
         )
-        await asyncio.sleep(0.05)
+        await server.wait_until(lambda: server.is_polling)
         second = await client.post(f"{api}/getUpdates", json={"timeout": 0})
         assert second.json()["ok"] is True
         conflict = (await first).json()
@@ -628,7 +691,7 @@ async def test_second_poller_conflict_surfaces_in_ptb(server: FakeBotAPI, bot_ap
     # Two bot instances with the same token: the older long poll gets 409 Conflict.
     async with Bot(TOKEN, base_url=server.base_url) as other:
         parked = asyncio.create_task(bot_app.bot.get_updates(timeout=5))
-        await asyncio.sleep(0.05)
+        await server.wait_until(lambda: server.is_polling)
         assert await other.get_updates(timeout=0) == ()
         with pytest.raises(Conflict):
             await parked

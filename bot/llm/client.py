@@ -136,6 +136,7 @@ class LLMClient:
         self.config = config
         self.sleep = sleep
         self.breaker = CircuitBreaker(config.breaker_threshold, config.breaker_cooldown, clock)
+        self._warned_bad_request = False
         self._sdk = openai.AsyncOpenAI(
             # Local servers need no key, but the SDK insists on one.
             api_key=config.api_key or "no-key",
@@ -168,6 +169,9 @@ class LLMClient:
             try:
                 response = await self._sdk.chat.completions.create(**kwargs)
                 break
+            except asyncio.CancelledError:
+                self.breaker.release()  # a cancelled probe says nothing about the endpoint
+                raise
             except openai.RateLimitError as exc:
                 wait = retry_after_seconds(exc.response.headers)
                 if wait is not None and wait > self.config.retry_after_cap:
@@ -196,6 +200,10 @@ class LLMClient:
                     # The server is alive and rejected this request (often a response_format it does
                     # not support); the caller may try another way.
                     self.breaker.release()
+                    if not self._warned_bad_request:
+                        self._warned_bad_request = True
+                        log.warning("LLM endpoint rejected a request (HTTP %d) for model %s; if this repeats, "
+                                    "check the model with `netcoach doctor`", exc.status_code, model)
                     raise LLMUnavailable("bad_request") from None
                 raise self._failed("server_error" if exc.status_code >= 500 else f"http_{exc.status_code}") from None
             except (openai.OpenAIError, ValueError, TypeError):

@@ -55,13 +55,9 @@ def transcript_json(turns: Sequence[Turn]) -> str:
     return json.dumps({"conversation": rows}, ensure_ascii=False)
 
 
-def _llm_wording() -> dict:
-    return wording("llm.toml")
-
-
 def out_of_character(text: str) -> bool:
     lowered = text.lower()
-    return any(marker in lowered for marker in _llm_wording()["out_of_character"])
+    return any(marker in lowered for marker in wording("llm.toml")["out_of_character"])
 
 
 def clean_reply(text: str, names: Iterable[str] = (), max_chars: int = 600, truncated: bool = False) -> str:
@@ -71,7 +67,7 @@ def clean_reply(text: str, names: Iterable[str] = (), max_chars: int = 600, trun
     other side of the dialogue, drops *stage directions* and wrapping quotes, joins lines, and cuts
     at a sentence end when the answer is too long or was truncated by the token limit.
     """
-    words = _llm_wording()
+    words = wording("llm.toml")
     own = [re.escape(n) for n in {*names, *words["speaker_prefixes"]} if n]
     prefix = re.compile(r"^\s*(?:\*\*)?(?:%s)(?:\*\*)?\s*:\s*(?:\*\*)?" % "|".join(own), re.IGNORECASE)
     other = re.compile(r"^\s*(?:%s)\s*:" % "|".join(map(re.escape, words["other_speaker_prefixes"])), re.IGNORECASE)

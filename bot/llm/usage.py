@@ -47,8 +47,9 @@ def merge(into: Tally, other: Tally) -> Tally:
 
 
 @contextlib.contextmanager
-def collecting() -> Iterator[Tally]:
-    """Collect the usage of LLM calls made inside the block (in this task); nested blocks add up."""
+def collecting(into: Tally | None = None) -> Iterator[Tally]:
+    """Collect the usage of LLM calls made inside the block (in this task), and add it to ``into``
+    (e.g. a session's ``usage``) at the end; nested blocks add up."""
     outer = _current.get()
     tally: Tally = {}
     token = _current.set(tally)
@@ -56,8 +57,9 @@ def collecting() -> Iterator[Tally]:
         yield tally
     finally:
         _current.reset(token)
-        if outer is not None:
-            merge(outer, tally)
+        for target in (outer, into):
+            if target is not None:
+                merge(target, tally)
 
 
 @dataclass(frozen=True)

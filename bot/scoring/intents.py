@@ -158,15 +158,28 @@ _MONEY_RE = re.compile(
     r"|(?:\b\d[\d,.]*\s?(?:k|m)?\s?(?:dollars|euros|pounds|bucks|usd|eur|gbp|quid|grand)\b)"
     r"|(?:\b\d[\d,.]*\s?(?:k)\s?(?:a|per)\s(?:month|year|seat|user)\b)"
 )
+_HAS_DIGIT = re.compile(r"\d")
+_TRIPLE = re.compile(r"(.)\1\1")
+_TRIPLE_SUB = re.compile(r"(.)\1\1+")
 _PCT_RE = re.compile(r"\b\d+(?:[.,]\d+)?\s?(?:%|percent\b|per cent\b)")
-_CONTR_RE = [
-    (re.compile(r"\bcan't\b"), "can not"), (re.compile(r"\bwon't\b"), "will not"),
-    (re.compile(r"\bshan't\b"), "shall not"), (re.compile(r"\blet's\b"), "let us"),
-    (re.compile(r"\b(ain)'t\b"), "is not"),
-    (re.compile(r"n't\b"), " not"), (re.compile(r"'re\b"), " are"), (re.compile(r"'ve\b"), " have"),
-    (re.compile(r"'ll\b"), " will"), (re.compile(r"'d\b"), " would"), (re.compile(r"'m\b"), " am"),
-    (re.compile(r"\b(it|that|what|who|where|how|there|here|he|she|everything|nothing|something|name|this|when|why)'s\b"), r"\1 is"),
-]
+_CONTR_WORDS = {"can't": "can not", "won't": "will not", "shan't": "shall not", "let's": "let us", "ain't": "is not"}
+_CONTR_SUFFIX = {"n't": " not", "'re": " are", "'ve": " have", "'ll": " will", "'d": " would", "'m": " am", "'s": " is"}
+_S_IS = "it|that|what|who|where|how|there|here|he|she|everything|nothing|something|name|this|when|why"
+_CONTR_ONE = re.compile(
+    r"\b(?:can't|won't|shan't|let's|ain't)\b|n't\b|'(?:re|ve|ll|d|m)\b|\b(?:%s)'s\b" % _S_IS
+)
+
+
+def _contr_repl(m: re.Match) -> str:
+    g = m.group(0)
+    w = _CONTR_WORDS.get(g)
+    if w is not None:
+        return w
+    if g.endswith("'s"):
+        return g[:-2] + " is"
+    return _CONTR_SUFFIX[g]
+
+
 _TOKEN_RE = re.compile(r"[a-z0-9_]+|[?!.;:\n]")
 _SENT_END = frozenset("?!.;:\n")
 
@@ -201,6 +214,8 @@ def _strip_accents(s: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Sentence:
     tokens: tuple[str, ...]  # core tokens (fillers removed)
+    tokset: frozenset[str]
+    bigrams: frozenset[str]  # "w1 w2" for adjacent tokens
     text: str  # " ".join(tokens)
     question: bool
     padded: str  # " ^^ " + text + " ": the form the compiled patterns search (see _compile)
@@ -271,10 +286,40 @@ class IntentRecogniser:
             return p
 
         self.intents: list[tuple[str, str, str, str, re.Pattern]] = []
+        # Speed: each family is split into its top-level branches and every branch is indexed by the words
+        # it can open with (see _first_words). A family is then only tried where one of its opening words
+        # occurs, with a small regex made of just the branches that can start with that word.
+        self.gates: list[Gate | None] = []
+        self._branches: list[list[str]] = []  # per family: branch sources (anchors already rewritten)
+        self._branch_by_word: list[dict[str, list[int]]] = []
+        self._branch_by_prefix: list[list[tuple[str, int]]] = []
         words: set[str] = set()
         for name, d in spec.get("intent", {}).items():
             pats = [expand(p) for p in d["patterns"]]
             self.intents.append((name, d["label"], d.get("strength", "weak"), d.get("question", "any"), _compile(pats)))
+            branches = [b for p in pats for b in _split_top(p)]
+            gate_b: set[str] = set()
+            gate_w: set[str] = set()
+            gate_p: set[str] = set()
+            by_word: dict[str, list[int]] = {}
+            by_prefix: list[tuple[str, int]] = []
+            ok = True
+            for j, b in enumerate(branches):
+                g = _gate_terms([b])
+                if g is None:
+                    ok = False
+                    break
+                bb, bw, bp = g
+                gate_b |= bb
+                gate_w |= bw
+                gate_p |= set(bp)
+                for w in set(bw) | {x.split(" ", 1)[0] for x in bb}:
+                    by_word.setdefault(w, []).append(j)
+                by_prefix.extend((x, j) for x in bp)
+            self.gates.append((frozenset(gate_b), frozenset(gate_w), tuple(sorted(gate_p))) if ok else None)
+            self._branches.append([_anchor(b) for b in branches])
+            self._branch_by_word.append(by_word)
+            self._branch_by_prefix.append(by_prefix)
             for p in pats:
                 words.update(w for w in re.findall(r"(?<![\\a-z])[a-z]{2,}(?![a-z])", p))
         self.context: dict[str, re.Pattern] = {}
@@ -289,6 +334,25 @@ class IntentRecogniser:
             spec.get("typo", {}).get("known", [])
         )
         self.typo = _Typo(targets)
+        self._tokmemo: dict[str, tuple[str, ...]] = {}  # token -> normalised tokens (pure, idempotent writes)
+        self._hitmemo: dict[str, tuple[int, ...]] = {}  # token -> families it can open (words + prefixes)
+        self.use_gates = True
+        # opening-word index: word / bigram / prefix -> families that can start there
+        self._word_idx: dict[str, tuple[int, ...]] = {}
+        self._bigram_idx: dict[str, tuple[int, ...]] = {}
+        self._prefix_idx: dict[str, tuple[int, ...]] = {}
+        self._ungated = frozenset(i for i, g in enumerate(self.gates) if g is None)
+        tmp: tuple[dict, dict, dict] = ({}, {}, {})
+        for i, g in enumerate(self.gates):
+            if g is None:
+                continue
+            for key_set, d in zip((g[1], g[0], g[2]), tmp):
+                for key in key_set:
+                    d.setdefault(key, []).append(i)
+        self._word_idx, self._bigram_idx, self._prefix_idx = ({k: tuple(v) for k, v in d.items()} for d in tmp)
+        self._pre_lens = tuple(sorted({len(k) for k in self._prefix_idx}))
+        self._spec: dict[tuple[int, str], re.Pattern] = {}  # (family, opening token) -> small regex
+        self._spec_by_set: dict[tuple[int, tuple[int, ...]], re.Pattern] = {}  # compiled once per branch set
 
     @classmethod
     @lru_cache(maxsize=4)
@@ -303,19 +367,21 @@ class IntentRecogniser:
         return _normalise_cached(self, text)
 
     def _normalise(self, text: str) -> Normalised:
-        t = unicodedata.normalize("NFKC", text).translate(_QUOTES).lower()
+        t = text if text.isascii() else unicodedata.normalize("NFKC", text)
+        t = t.translate(_QUOTES).lower()
         if not t.isascii():
             for e, w in _EMOJI_WORDS.items():
                 if e in t:
                     t = t.replace(e, w)
             t = _strip_accents(t)
-        t = _PCT_RE.sub(" _pct_ ", t)
-        t = _MONEY_RE.sub(" _money_ ", t)
+        if _HAS_DIGIT.search(t):
+            t = t.replace("100%", " totally ").replace("100 %", " totally ")
+            t = _PCT_RE.sub(" _pct_ ", t)
+            t = _MONEY_RE.sub(" _money_ ", t)
         if "'" in t:
-            for rx, rep in _CONTR_RE:
-                t = rx.sub(rep, t)
-            t = t.replace("'", "")
+            t = _CONTR_ONE.sub(_contr_repl, t).replace("'", "")
         raw = _TOKEN_RE.findall(t)
+        tokmemo = self._tokmemo
         toks: list[str] = []
         n = len(raw)
         for i, tok in enumerate(raw):
@@ -332,20 +398,12 @@ class IntentRecogniser:
             if tok == "were" and i == 0 and nxt not in _SUBJ:
                 toks.extend(("we", "are"))
                 continue
-            m = _CHAT.get(tok)
-            if m is not None:
-                toks.extend(m.split())
-                continue
-            if len(tok) > 2 and tok.isalpha():
-                # squeeze 3+ repeated letters ("sooooo", "niiice")
-                if re.search(r"(.)\1\1", tok):
-                    tok = re.sub(r"(.)\1\1+", r"\1\1", tok)
-                    m = _CHAT.get(tok)
-                    if m is not None:
-                        toks.extend(m.split())
-                        continue
-                tok = self.typo.fix(tok, self.known)
-            toks.append(tok)
+            mapped = tokmemo.get(tok)
+            if mapped is None:
+                mapped = self._map_token(tok)
+                if len(tokmemo) < 100_000:
+                    tokmemo[tok] = mapped
+            toks.extend(mapped)
 
         words: list[str] = []
         sentences: list[Sentence] = []
@@ -358,7 +416,9 @@ class IntentRecogniser:
             core = [w for w in cur if w not in _FILLERS] or list(cur)
             q = question or _looks_like_question(core)
             txt = " ".join(core)
-            sentences.append(Sentence(tuple(core), txt, q, " ^^ " + txt + " "))
+            sentences.append(
+                Sentence(tuple(core), frozenset(core), frozenset(map(" ".join, zip(core, core[1:]))), txt, q, " ^^ " + txt + " ")
+            )
             cur.clear()
 
         for tok in toks:
@@ -367,7 +427,7 @@ class IntentRecogniser:
                     has_q = True
                     if not cur and sentences:  # "???" after a sentence
                         s = sentences[-1]
-                        sentences[-1] = Sentence(s.tokens, s.text, True, s.padded)
+                        sentences[-1] = Sentence(s.tokens, s.tokset, s.bigrams, s.text, True, s.padded)
                 flush(tok == "?")
             else:
                 cur.append(tok)
@@ -381,30 +441,117 @@ class IntentRecogniser:
             has_qmark=has_q,
         )
 
+    def _map_token(self, tok: str) -> tuple[str, ...]:
+        """Chat forms, squeezed repeats and typos for one token (pure: memoised by the caller)."""
+        m = _CHAT.get(tok)
+        if m is not None:
+            return tuple(m.split())
+        if len(tok) > 2 and tok.isalpha():
+            # squeeze 3+ repeated letters ("sooooo", "niiice")
+            if _TRIPLE.search(tok):
+                tok = _TRIPLE_SUB.sub(r"\1\1", tok)
+                m = _CHAT.get(tok)
+                if m is not None:
+                    return tuple(m.split())
+            tok = self.typo.fix(tok, self.known)
+        return (tok,)
+
     # ------------------------------------------------------------------ intents
 
     def match(self, norm: Normalised) -> dict[str, int]:
         """Intent name -> number of words in the sentences where it was found (its 'weight' in the turn).
 
+        Speed: a family is only tried at the word positions where one of its possible opening words (see
+        _first_words) occurs, with an anchored ``match`` there, instead of a scan of the whole sentence;
+        the result is the same as ``search`` (checked by the tests).
+
         A generic question about the partner (``asks_about_them`` from its shape alone) does not count in a
         sentence that is a sales question / request ("could you introduce me to...?").
         """
         found: dict[str, int] = {}
+        intents = self.intents
+        ungated = self._ungated
+        word_idx, bigram_idx, prefix_idx, pre_lens = self._word_idx, self._bigram_idx, self._prefix_idx, self._pre_lens
         for s in norm.sentences:
-            n = len(s.tokens)
+            toks = s.tokens
+            nt = len(toks)
+            padded = s.padded
+            cand: dict[int, list[int]] = {}
+            if self.use_gates:
+                pos = 3  # " ^^ " + tokens: the space before token k
+                hitmemo = self._hitmemo
+                for k, t in enumerate(toks):
+                    single = hitmemo.get(t)
+                    if single is None:
+                        acc: set[int] = set(word_idx.get(t, ()))
+                        lt = len(t)
+                        for L in pre_lens:
+                            if L > lt:
+                                break
+                            h = prefix_idx.get(t[:L])
+                            if h:
+                                acc.update(h)
+                        single = tuple(sorted(acc))
+                        if len(hitmemo) < 100_000:
+                            hitmemo[t] = single
+                    hit = single
+                    if k + 1 < nt:
+                        h = bigram_idx.get(t + " " + toks[k + 1])
+                        if h:
+                            hit = set(single)
+                            hit.update(h)
+                    for i in hit:
+                        lst = cand.get(i)
+                        if lst is None:
+                            cand[i] = lst = []
+                            if k == 0:
+                                lst.append((0, t))  # a pattern anchored at the sentence start ("^")
+                        lst.append((pos, t))
+                    pos += len(t) + 1
             here = []
-            for name, _label, _strength, qmode, rx in self.intents:
+            todo = range(len(intents)) if not self.use_gates else sorted(ungated.union(cand))
+            for i in todo:
+                name, _label, _strength, qmode, rx = intents[i]
                 if qmode == "yes" and not s.question:
                     continue
                 if qmode == "no" and s.question:
                     continue
-                if rx.search(s.padded):
-                    here.append(name)
+                if not self.use_gates or i in ungated:
+                    if rx.search(padded):
+                        here.append(name)
+                    continue
+                spec_get = self._spec.get
+                for p0, t in cand[i]:
+                    srx = spec_get((i, t))
+                    if srx is None:
+                        srx = self._specialised(i, t)
+                    if srx.match(padded, p0):
+                        here.append(name)
+                        break
             if "asks_about_them" in here and _SALES_Q.intersection(here):
                 here.remove("asks_about_them")
+            n = len(toks)
             for name in here:
                 found[name] = found.get(name, 0) + n
         return found
+
+    def _specialised(self, i: int, t: str) -> re.Pattern:
+        """The branches of family ``i`` that can open with token ``t``, compiled (memoised per token and
+        per branch set, so the number of compiled regexes is bounded by the patterns, not the vocabulary)."""
+        js = set(self._branch_by_word[i].get(t, ()))
+        js.update(j for pre, j in self._branch_by_prefix[i] if t.startswith(pre))
+        key = (i, tuple(sorted(js)))
+        rx = self._spec_by_set.get(key)
+        if rx is None:
+            if js:
+                branches = self._branches[i]
+                rx = re.compile(" (?:" + "|".join("(?:%s)" % branches[j] for j in key[1]) + r")(?:(?= )|(?<= ))")
+            else:
+                rx = _NEVER
+            self._spec_by_set[key] = rx
+        if len(self._spec) < 200_000:
+            self._spec[(i, t)] = rx
+        return rx
 
     def context_flags(self, norm: Normalised) -> frozenset[str]:
         flags = set()
@@ -421,6 +568,158 @@ class IntentRecogniser:
 _SALES_Q = frozenset({"prospecting", "call_to_action", "ask_favour", "offer_product", "self_promotion"})
 
 
+class _Ungateable(Exception):
+    pass
+
+
+def _first_words(pattern: str, depth: int = 2, limit: int = 30000) -> tuple[set[str], set[str], set[str]]:
+    """The possible opening words of a match of ``pattern`` (a branch searched right after a space).
+
+    Returns (bigrams, words, prefixes): every match starts with one of the two-word openings in ``bigrams``
+    ("could you"), or with one of the complete ``words`` (when what follows it is open-ended), or with a word
+    that begins with one of the ``prefixes``. Raises _Ungateable when a match can start with an arbitrary word
+    (e.g. ``[a-z]+``) or the analysis grows too large. It walks Python's own parse tree of the regex, so it
+    is exact rather than a guess; the sentence marker ``^^`` (start anchor) is looked through.
+    """
+    from re import _constants as C  # type: ignore[attr-defined]
+    from re import _parser as P  # type: ignore[attr-defined]
+
+    bigrams: set[str] = set()
+    words: set[str] = set()
+    prefixes: set[str] = set()
+    budget = [limit]
+
+    def open_ended(done: tuple[str, ...], prefix: str) -> None:
+        if done:
+            words.add(done[0])
+        elif prefix:
+            prefixes.add(prefix)
+        else:
+            raise _Ungateable
+
+    def word_done(done: tuple[str, ...], w: str, k) -> None:
+        if w == "^^" or not w:
+            k(done)
+            return
+        done = done + (w,)
+        if len(done) >= depth:
+            bigrams.add(" ".join(done)) if depth > 1 else words.add(w)
+            return
+        k(done)
+
+    def walk(items: list, i: int, done: tuple[str, ...], prefix: str) -> None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise _Ungateable
+        if i == len(items):
+            open_ended(done, prefix)  # the branch ends inside / right after the opening words
+            return
+        op, av = items[i]
+        if op is C.LITERAL:
+            ch = chr(av)
+            if ch == " ":
+                word_done(done, prefix, lambda d: walk(items, i + 1, d, ""))
+            else:
+                walk(items, i + 1, done, prefix + ch)
+        elif op is C.IN:
+            chars = []
+            for o, a in av:
+                if o is C.LITERAL and len(av) <= 4:
+                    chars.append(chr(a))
+                else:
+                    chars = None
+                    break
+            if chars is None:
+                if not done and not prefix and av == [(C.CATEGORY, C.CATEGORY_DIGIT)]:
+                    prefixes.update("0123456789")  # a word starting with a digit
+                    return
+                open_ended(done, prefix)
+                return
+            for ch in chars:
+                walk([(C.LITERAL, ord(ch))] + items[i + 1 :], 0, done, prefix)
+        elif op is C.BRANCH:
+            for alt in av[1]:
+                walk(list(alt.data) + items[i + 1 :], 0, done, prefix)
+        elif op is C.SUBPATTERN:
+            walk(list(av[-1].data) + items[i + 1 :], 0, done, prefix)
+        elif op in (C.MAX_REPEAT, C.MIN_REPEAT, getattr(C, "POSSESSIVE_REPEAT", None)):
+            lo, _hi, sub = av
+            if lo == 0:
+                walk(items, i + 1, done, prefix)
+            walk(list(sub.data) + items[i + 1 :], 0, done, prefix)
+        elif op in (C.AT, C.ASSERT, C.ASSERT_NOT):
+            walk(items, i + 1, done, prefix)
+        else:  # ANY, CATEGORY, NOT_LITERAL, GROUPREF...: an arbitrary character
+            open_ended(done, prefix)
+
+    walk(list(P.parse(pattern).data), 0, (), "")
+    return bigrams, words, prefixes
+
+
+Gate = tuple[frozenset[str], frozenset[str], tuple[str, ...]]
+
+
+def _gate_terms(patterns: list[str]) -> Gate | None:
+    """Opening-words gate of a family (see _first_words); None when some branch cannot be gated."""
+    bigrams: set[str] = set()
+    words: set[str] = set()
+    prefixes: set[str] = set()
+    for p in patterns:
+        p = _anchor(p)
+        try:
+            b, w, pr = _first_words(p, depth=2)
+        except _Ungateable:
+            try:
+                b, w, pr = _first_words(p, depth=1)
+            except _Ungateable:
+                return None
+        bigrams |= b
+        words |= w
+        prefixes |= pr
+    return frozenset(bigrams), frozenset(words), tuple(sorted(prefixes))
+
+
+_NEVER = re.compile(r"(?!x)x")
+
+
+def _split_top(pattern: str) -> list[str]:
+    """Split a regex at its top-level ``|`` (outside groups and character classes)."""
+    parts: list[str] = []
+    cur: list[str] = []
+    depth = 0
+    in_class = False
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            cur.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            if c == "]":
+                in_class = False
+        elif c == "[":
+            in_class = True
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+            i += 1
+            continue
+        cur.append(c)
+        i += 1
+    parts.append("".join(cur))
+    return parts
+
+
+def _anchor(p: str) -> str:
+    """``^`` = start of the sentence (the ``^^`` marker), ``$`` = its end, in the padded sentence form."""
+    return p.replace("^", r"\^\^ ").replace("$", r"(?= $)")
+
+
 def _compile(patterns: list[str]) -> re.Pattern:
     """One regex per family, searched in a sentence padded as `` ^^ words words ``.
 
@@ -428,10 +727,7 @@ def _compile(patterns: list[str]) -> re.Pattern:
     literal leading space lets the regex engine skip ahead quickly, about twice as fast as ``\\b``.
     ``^`` in a pattern means "at the start of the sentence" (the ``^^`` marker), ``$`` "at its end".
     """
-    out = []
-    for p in patterns:
-        p = p.replace("^", r"\^\^ ").replace("$", r"(?= $)")
-        out.append("(?:%s)" % p)
+    out = ["(?:%s)" % _anchor(p) for p in patterns]
     return re.compile(" (?:" + "|".join(out) + r")(?:(?= )|(?<= ))")
 
 
@@ -497,6 +793,9 @@ def clear_caches() -> None:
     _partner_view_impl.cache_clear()
     for rec in list(_RECOGNISERS.values()):
         rec.typo.memo.clear()
+        rec._tokmemo.clear()
+        rec._hitmemo.clear()
+        rec._spec.clear()
 
 
 _STEMS: dict[str, str] = {}

@@ -75,6 +75,8 @@ DEFAULT_FOCUS = {
     "social_factor": 0.3,  # greetings, thanks, closings... weigh this much
     "neutral_value": 0.5,  # a neutral turn counts as half other-focused
     "min_words": 1.0,
+    "pitch_factor": 1.0,  # a pitch turn weighs this much more than another turn of the same length
+    "soft_mix": 0.0,  # 0 = value from the decided label only, 1 = from the model's probabilities only
 }
 
 
@@ -178,11 +180,13 @@ def analyse(rec: IntentRecogniser, text: str, context: Sequence[Turn] = ()) -> A
     social = bool(intents & SOCIAL)
     if "follow_up_phrase" in intents:
         intents.discard("follow_up_phrase")
-        if p_text is not None and not ("partner_asks_about_user" in pflags and not p_statement):
+        if pitchy:
+            pass  # "Really? Who signs off on purchasing?" builds on nothing but a sale
+        elif p_text is not None and not ("partner_asks_about_user" in pflags and not p_statement):
             intents.add("follow_up")
         else:
             intents.add("asks_about_them")
-    if "asks_about_them_stmt" in intents and p_shares:
+    if "asks_about_them_stmt" in intents and p_shares and not pitchy:
         intents.add("follow_up")
     if p_text is not None and p_statement and not pitchy:
         if is_q or "reflect" in intents:
@@ -193,7 +197,7 @@ def analyse(rec: IntentRecogniser, text: str, context: Sequence[Turn] = ()) -> A
                 is_q
                 and p_shares
                 and "partner_asks_about_user" not in pflags
-                and not (social and norm.n_words <= 6)
+                and not (intents & {"greeting", "logistics", "small_talk"} and norm.n_words <= 8)
                 and "asks_what_they_do" not in intents
             ):
                 intents.add("follow_up")  # a question straight after they shared something
@@ -302,14 +306,23 @@ class _Model:
         self.use_rules = bool(data.get("use_rules", True))
 
     def probs(self, feats: Mapping[str, float]) -> list[float]:
-        k = len(self.labels)
-        z = list(self.bias)
         w = self.weights
-        for name, v in feats.items():
-            row = w.get(name)
-            if row is not None:
-                for j in range(k):
-                    z[j] += row[j] * v
+        if len(self.labels) == 3:  # the usual case, unrolled
+            z0, z1, z2 = self.bias
+            for name, v in feats.items():
+                row = w.get(name)
+                if row is not None:
+                    z0 += row[0] * v
+                    z1 += row[1] * v
+                    z2 += row[2] * v
+            z = [z0, z1, z2]
+        else:
+            z = list(self.bias)
+            for name, v in feats.items():
+                row = w.get(name)
+                if row is not None:
+                    for j in range(len(z)):
+                        z[j] += row[j] * v
         m = max(z)
         e = [math.exp(x - m) for x in z]
         s = sum(e)
@@ -349,20 +362,43 @@ class OfflineScorer:
     Build once (``default_scorer()`` caches one) and share: all state is read-only after construction.
     """
 
-    def __init__(self, model_path: str | Path | None = None, intents_path: str | Path | None = None):
-        path = Path(model_path) if model_path else MODEL_PATH
-        if path.exists():
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
-        else:
-            data = {"labels": list(LABELS), "bias": [0.0, 0.0, 0.3], "weights": {k: list(v) for k, v in _PRIOR_FALLBACK.items()}}
-        self._model = _Model(data)
-        self._rec = IntentRecogniser.load(str(intents_path) if intents_path else None, self._model.known_words)
-        self._label_index = {l: i for i, l in enumerate(self._model.labels)}
+    def __init__(self, model_path: str | Path | None = None, intents_path: str | Path | None = None, *, lazy: bool = True):
+        self._model_path = Path(model_path) if model_path else MODEL_PATH
+        self._intents_path = str(intents_path) if intents_path else None
+        self._loaded = False
+        self._lock = threading.Lock()
+        if not lazy:
+            self._ensure()
+
+    def _ensure(self) -> None:
+        """Load the model and compile the pattern tables once (first use), so startup stays fast."""
+        if self._loaded:
+            return
+        with self._lock:
+            if self._loaded:
+                return
+            path = self._model_path
+            if path.exists():
+                with open(path, encoding="utf-8") as fh:
+                    data = json.load(fh)
+            else:
+                data = {"labels": list(LABELS), "bias": [0.0, 0.0, 0.3],
+                        "weights": {k: list(v) for k, v in _PRIOR_FALLBACK.items()}}
+            model = _Model(data)
+            self._rec = IntentRecogniser.load(self._intents_path, model.known_words)
+            self._label_index = {l: i for i, l in enumerate(model.labels)}
+            self._model = model
+            self._loaded = True
+
+    @property
+    def recogniser(self) -> IntentRecogniser:
+        self._ensure()
+        return self._rec
 
     # ------------------------------------------------------------------ intents
 
     def analyse(self, text: str, context: Sequence[Turn] = ()) -> Analysis:
+        self._ensure()
         return analyse(self._rec, text, _as_turns(context))
 
     def intents(self, text: str, context: Sequence[Turn] = ()) -> frozenset[str]:
@@ -394,6 +430,7 @@ class OfflineScorer:
     # ------------------------------------------------------------------ conversations
 
     def score_conversation(self, turns: Sequence[Turn]) -> ConversationScore:
+        self._ensure()
         turns = _as_turns(turns)
         scores: list[TurnScore] = []
         num = 0.0
@@ -422,6 +459,8 @@ def turn_effort_value(
     w = max(float(n_words), fp.get("min_words", 1.0)) ** fp["alpha"]
     if label == "neutral" and social_only:
         w *= fp["social_factor"]
+    elif label == "pitch":
+        w *= fp.get("pitch_factor", 1.0)  # being pitched at weighs on the other person more than a question
     # value: the decided label anchors it; the model's probabilities soften it a little
     hard = 1.0 if label == "other_focus" else fp["neutral_value"] if label == "neutral" else 0.0
     soft = p[other_i] + fp["neutral_value"] * p[neutral_i]
@@ -438,14 +477,19 @@ def _rule(a: Analysis) -> str | None:
     f = a.features
     requested = f.get("c:partner_asks_offering") or f.get("c:partner_requests")
     if sp and not so:
-        if requested and a.n_words <= 25 and sp <= {"offer_product", "call_to_action", "self_promotion"}:
-            return None  # answering "how much?" / "send me the link" is not an unprompted pitch
+        if requested and sp <= {"offer_product", "call_to_action"}:
+            if a.n_words <= 15 and not it & {"sales_opener", "self_promotion"}:
+                return "neutral"  # "about £60 an hour" to "what do you charge?": an answer, not a pitch
+            if a.n_words <= 25:
+                return None
         if a.asked_about_user and a.n_words <= 20 and sp <= {"offer_product", "self_promotion", "steer_to_self"} and len(sp) == 1:
             return None  # a brief honest answer to "what does your company do?"
         return "pitch"
     if so and not sp:
+        if so <= {"asks_about_them"} and it & {"logistics", "greeting"} and a.n_words <= 12:
+            return "neutral"  # "do you know when the panel starts?", "how are you?"
         if so <= {"asks_about_them"} and it & (SOCIAL - {"acknowledge"}):
-            return None  # "how are you?", "first time here?": small talk shaped as a question
+            return None  # "first time here?": small talk shaped as a question
         if it & {"sales_opener", "money_talk"}:
             return None
         if "self_talk" in it and not a.follow_up and so <= {"asks_about_them"} and a.n_words > 25:

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
 from telegram import BotCommand, Update
+from telegram.error import BadRequest, NetworkError, TimedOut
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -62,15 +64,68 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def install_redaction(token: str | None) -> None:
-    """Attach :class:`RedactSecrets` to every root handler, and quieten httpx's per-request lines."""
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    redactor = RedactSecrets(token)
+def install_redaction(*secrets: str | None) -> None:
+    """Attach :class:`RedactSecrets` (bot token, LLM API key) to every root handler, and quieten httpx's
+    per-request lines (httpx2 is the openai SDK's copy)."""
+    for name in ("httpx", "httpx2"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    redactor = RedactSecrets(*secrets)
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for handler in root.handlers:
         handler.addFilter(redactor)
+
+
+SEND_RATE_ENV = "NETCOACH_MAX_SEND_RATE"
+DEFAULT_SEND_RATE = 30.0  # Telegram's documented ceiling, about 30 messages per second per bot
+
+
+class ResilientRateLimiter(AIORateLimiter):
+    """PTB's :class:`AIORateLimiter` (Telegram's flood limits; waits and retries after a 429), plus
+    retries for requests that failed before Telegram acted on them: a 5xx answer (JSON, or a
+    proxy's HTML page) or a connection dropped without a response.
+
+    Without this a transient Bot API error loses the reply although the user's turn is already
+    saved: they would see "something went wrong" instead of the persona's answer. Bad requests,
+    403s and timeouts (the message may already be out: retrying could send it twice) are not
+    retried. getUpdates never passes through a rate limiter; PTB's updater retries it itself.
+    """
+
+    def __init__(self, *args: object, network_retries: int = 3, backoff: float = 0.5, **kwargs: object):
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.network_retries = network_retries
+        self.backoff = backoff
+
+    async def process_request(self, callback, args, kwargs, endpoint, data, rate_limit_args):  # type: ignore[no-untyped-def]
+        delay = self.backoff
+        attempt = 0
+        while True:
+            try:
+                return await super().process_request(callback, args, kwargs, endpoint, data, rate_limit_args)
+            except (BadRequest, TimedOut):
+                raise
+            except NetworkError as exc:
+                if attempt >= self.network_retries:
+                    raise
+                attempt += 1
+                log.warning("%s failed (%s); retry %d of %d in %.1f s", endpoint, exc, attempt,
+                            self.network_retries, delay)
+                await asyncio.sleep(delay)
+                delay *= 2
+
+
+def send_rate_from_env(env: dict[str, str] | None = None) -> float:
+    """Requests per second the bot allows itself (``NETCOACH_MAX_SEND_RATE``; 0 = no limiter, for
+    benchmarks or a Bot API server without flood limits)."""
+    raw = (os.environ if env is None else env).get(SEND_RATE_ENV, "").strip()
+    if not raw:
+        return DEFAULT_SEND_RATE
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        log.warning("%s=%r is not a number; using %s", SEND_RATE_ENV, raw, DEFAULT_SEND_RATE)
+        return DEFAULT_SEND_RATE
 
 
 def file_url_for(base_url: str) -> str:
@@ -92,18 +147,29 @@ async def post_init(app: Application) -> None:
     log.info("schedule loaded: %d pending prompt(s)", pending)
 
 
+async def post_shutdown(app: Application) -> None:
+    """Close the LLM client's connections (it is shared by persona, judge and hints)."""
+    engine: PracticeEngine = app.bot_data["engine"]
+    client = getattr(engine.persona, "client", None)
+    if client is not None:
+        await client.aclose()
+
+
 def build_application(
-    config: Config, engine: PracticeEngine | None = None, clock: Callable[[], datetime] = utcnow
+    config: Config, engine: PracticeEngine | None = None, clock: Callable[[], datetime] = utcnow,
+    send_rate: float = DEFAULT_SEND_RATE,
 ) -> Application:
-    """The whole bot. ``clock`` drives scheduled prompts (tests pass a controllable one)."""
+    """The whole bot. ``clock`` drives scheduled prompts (tests pass a controllable one);
+    ``send_rate`` caps requests per second to Telegram (0: no cap)."""
     if not config.telegram_token:
         raise ValueError("TELEGRAM_BOT_TOKEN is not set")
     builder = (
         ApplicationBuilder()
         .token(config.telegram_token)
-        .rate_limiter(AIORateLimiter(max_retries=3))
+        .rate_limiter(ResilientRateLimiter(overall_max_rate=send_rate, max_retries=3))
         .concurrent_updates(True)  # users run in parallel; the engine serialises each user's turns
         .post_init(post_init)
+        .post_shutdown(post_shutdown)
     )
     if config.telegram_base_url:
         builder = builder.base_url(config.telegram_base_url).base_file_url(file_url_for(config.telegram_base_url))
@@ -168,8 +234,8 @@ class WebhookOptions:
 
 def run_bot(config: Config, webhook: WebhookOptions | None = None) -> None:
     """Run until interrupted: long polling by default, or a webhook server."""
-    install_redaction(config.telegram_token)
-    app = build_application(config)
+    install_redaction(config.telegram_token, config.llm.api_key)
+    app = build_application(config, send_rate=send_rate_from_env())
     log.info("netcoach bot starting (%s)", "webhook" if webhook else "long polling")
     if webhook is None:
         app.run_polling(allowed_updates=Update.ALL_TYPES, drop_pending_updates=False)

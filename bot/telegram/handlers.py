@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import secrets
+import unicodedata
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator
 
@@ -155,11 +156,14 @@ async def end(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await finish_session(update.effective_message, context, user_key(update))
 
 
-async def finish_session(message: Message, context: ContextTypes.DEFAULT_TYPE, uid: str) -> None:
+async def finish_session(message: Message, context: ContextTypes.DEFAULT_TYPE, uid: str,
+                         from_button: bool = False) -> None:
     try:
-        session, debrief = await engine_of(context).end(uid)
+        async with typing(context, message.chat_id):  # the LLM judge may take a few seconds
+            session, debrief = await engine_of(context).end(uid)
     except SessionError as exc:
-        await message.reply_text(str(exc))
+        if not from_button:  # a second tap on "End" while the first is ending: its debrief is on the way
+            await message.reply_text(str(exc))
         return
     await send_html(message, debrief.render_html(), after_debrief_buttons())
     await coach.report_attempt(context, uid, session.scenario_id, debrief.focus_score)
@@ -254,11 +258,20 @@ async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
 # -- messages -------------------------------------------------------------------------------------
 
 
+def has_visible_text(text: str) -> bool:
+    """False for text made only of spaces, control and format characters (zero-width spaces and
+    joiners, direction marks, BOMs): nothing a person could read or reply to."""
+    return any(not ch.isspace() and unicodedata.category(ch) not in ("Cc", "Cf") for ch in text)
+
+
 async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Text is a role-play turn, the answer to a question we asked, or a pointer to /practice."""
+    message = update.effective_message
+    if not has_visible_text(message.text or ""):
+        await message.reply_html(say("empty_text"))
+        return
     if await ev.on_form_text(update, context):
         return
-    message = update.effective_message
     uid = user_key(update)
     engine = engine_of(context)
     session = await io_call(engine.active, uid)
@@ -376,7 +389,7 @@ async def btn_end(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str) 
         await update.callback_query.answer(say("expired"))
         return
     await update.callback_query.answer()
-    await finish_session(update.callback_query.message, context, user_key(update))
+    await finish_session(update.callback_query.message, context, user_key(update), from_button=True)
 
 
 async def btn_hint(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str) -> None:

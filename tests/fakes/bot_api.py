@@ -102,6 +102,7 @@ __all__ = [
     "parse_markdown_v2",
     "parse_markdown",
     "utf16_len",
+    "make_png",
 ]
 
 _log = logging.getLogger(__name__)
@@ -1280,13 +1281,13 @@ def _image_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-_PNG_CACHE: dict[tuple[int, int], bytes] = {}
+_PNG_CACHE: dict[tuple[int, int, tuple[int, int, int]], bytes] = {}
 
 
 def make_png(width: int = 320, height: int = 240, rgb: tuple[int, int, int] = (30, 144, 255)) -> bytes:
     """A valid solid-colour PNG; cached because load tests send many photos."""
-    key = (width, height)
-    if key in _PNG_CACHE and rgb == (30, 144, 255):
+    key = (width, height, rgb)
+    if key in _PNG_CACHE:
         return _PNG_CACHE[key]
     row = b"\x00" + bytes(rgb) * width
     raw = zlib.compress(row * height, 6)
@@ -1302,7 +1303,7 @@ def make_png(width: int = 320, height: int = 240, rgb: tuple[int, int, int] = (3
         + chunk(b"IDAT", raw)
         + chunk(b"IEND", b"")
     )
-    if rgb == (30, 144, 255):
+    if len(_PNG_CACHE) < 64:
         _PNG_CACHE[key] = png
     return png
 
@@ -1429,10 +1430,11 @@ class FakeUser:
             content = make_png(width or 320, height or 240)
         size = _image_size(content) or (width or 320, height or 240)
         w, h = width or size[0], height or size[1]
-        full = self.server.register_file(content, kind="photo", mime_type="image/png", width=w, height=h)
+        mime = "image/jpeg" if content[:2] == b"\xff\xd8" else "image/png"
+        full = self.server.register_file(content, kind="photo", mime_type=mime, width=w, height=h)
         scale = min(1.0, 90 / max(w, h, 1))
         tw, th = max(1, round(w * scale)), max(1, round(h * scale))
-        thumb = self.server.register_file(content, kind="photo", mime_type="image/png", width=tw, height=th)
+        thumb = self.server.register_file(content, kind="photo", mime_type=mime, width=tw, height=th)
         fields: dict[str, Any] = {
             "photo": [
                 {**thumb.base_json(), "width": tw, "height": th},
@@ -1775,6 +1777,7 @@ class FakeBotAPI:
 
         # Activity tracking for wait_idle / wait_until
         self._inflight = 0
+        self._busy_seq = 0
         self._last_busy = time.monotonic()
         self._activity_waiters: list[asyncio.Future[None]] = []
 
@@ -2029,6 +2032,11 @@ class FakeBotAPI:
         return list(self.commands_by_scope.get(_scope_key(scope, language_code), []))
 
     @property
+    def is_polling(self) -> bool:
+        """True while a getUpdates long poll is parked on the server waiting for updates."""
+        return self._poll is not None and not self._poll.done()
+
+    @property
     def pending_updates(self) -> int:
         """Updates not yet confirmed by the bot (via a later getUpdates offset)."""
         return len(self._updates)
@@ -2099,6 +2107,7 @@ class FakeBotAPI:
             self._activity_waiters.clear()
 
     def _mark_busy(self) -> None:
+        self._busy_seq += 1
         self._last_busy = time.monotonic()
 
     async def _wait_activity(self, timeout: float) -> None:
@@ -2159,7 +2168,14 @@ class FakeBotAPI:
             if not busy:
                 idle_for = now - self._last_busy
                 if idle_for >= quiet:
-                    return
+                    # Settle: give already-scheduled tasks (a CPU-bound bot) a few loop turns
+                    # to reach the server before declaring idleness.
+                    seq = self._busy_seq
+                    for _ in range(5):
+                        await asyncio.sleep(0)
+                    if seq == self._busy_seq:
+                        return
+                    continue
                 wait = quiet - idle_for
             else:
                 wait = deadline - now
@@ -2878,6 +2894,7 @@ class FakeBotAPI:
         if not self._updates and timeout > 0 and not self._closing:
             fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
             self._poll = fut
+            self._touch()  # lets wait_until(lambda: server.is_polling) see the parked poll
             try:
                 reason = await asyncio.wait_for(asyncio.shield(fut), timeout)
             except TimeoutError:
