@@ -91,6 +91,9 @@ class Run:
     api_calls_per_update: float = 0.0
     cpu_ms_per_update: float = 0.0
     bot_cpu_s: float = 0.0
+    bot_cpu_pct: float = 0.0  # of one core, over the run: near 100 = CPU-bound, not lock-bound
+    loop_thread_cpu_s: float = 0.0  # the event loop's thread (handlers, PTB, HTTP)
+    worker_threads_cpu_s: float = 0.0  # asyncio.to_thread workers (store I/O) and other threads
     harness_cpu_s: float = 0.0
     peak_rss_mb: float = 0.0
     sessions_completed: int = 0
@@ -104,7 +107,8 @@ class Run:
 # -- the bot process ------------------------------------------------------------------------------
 
 
-def spawn(kind: str, server: FakeBotAPI, data_dir: Path, rate: float, log_path: Path) -> subprocess.Popen[bytes]:
+def spawn(kind: str, server: FakeBotAPI, data_dir: Path, rate: float, log_path: Path,
+          profile: Path | None = None) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "OPENAI_", "NETCOACH_"))}
     env.update(
         TELEGRAM_BOT_TOKEN=server.token,
@@ -114,7 +118,10 @@ def spawn(kind: str, server: FakeBotAPI, data_dir: Path, rate: float, log_path: 
         NETCOACH_MAX_SEND_RATE=str(rate),
         PYTHONUNBUFFERED="1",
     )
-    cmd = [sys.executable, "-m", "bot", "run"] if kind == "netcoach" else [sys.executable, str(ROOT / "bench" / "echo_bot.py")]
+    cmd = ["-m", "bot", "run"] if kind == "netcoach" else [str(ROOT / "bench" / "echo_bot.py")]
+    if profile is not None:  # cProfile writes the file when the bot exits (SIGTERM stops it cleanly)
+        cmd = ["-m", "cProfile", "-o", str(profile), *cmd]
+    cmd = [sys.executable, *cmd]
     with open(log_path, "wb") as log:
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -132,6 +139,22 @@ def proc_cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def proc_thread_cpu_seconds(pid: int) -> tuple[float, float]:
+    """(main thread, all other threads) CPU seconds: the event loop vs the store's worker threads."""
+    main = other = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / CLK_TCK
+        if task.name == str(pid):
+            main += seconds
+        else:
+            other += seconds
+    return main, other
 
 
 async def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -241,7 +264,8 @@ async def run_one(kind: str, n: int, args: argparse.Namespace, workdir: Path) ->
     data_dir = workdir / f"{kind}-{n}-data"
     log_path = workdir / f"{kind}-{n}.log"
     async with FakeBotAPI(token=TOKEN, bot_username="netcoach_load_bot") as server:
-        proc = spawn(kind, server, data_dir, args.rate, log_path)
+        profile = Path(args.profile) / f"{kind}-{n}.prof" if args.profile else None
+        proc = spawn(kind, server, data_dir, args.rate, log_path, profile)
         try:
             await server.wait_until(lambda: proc.poll() is not None or server.is_polling, timeout=60,
                                     what="the bot to start polling")
@@ -250,6 +274,7 @@ async def run_one(kind: str, n: int, args: argparse.Namespace, workdir: Path) ->
             users = [server.user(first_name=f"User{i}") for i in range(n)]
             driver = Driver(run, args.step_timeout, args.think, seed=n)
             calls0, cpu0 = server.call_mark(), proc_cpu_seconds(proc.pid)
+            loop0, workers0 = proc_thread_cpu_seconds(proc.pid)
             harness0 = resource.getrusage(resource.RUSAGE_SELF)
             t0 = time.monotonic()
             await asyncio.gather(*(driver.user(kind, u, i) for i, u in enumerate(users)))
@@ -259,6 +284,8 @@ async def run_one(kind: str, n: int, args: argparse.Namespace, workdir: Path) ->
             harness1 = resource.getrusage(resource.RUSAGE_SELF)
             run.harness_cpu_s = (harness1.ru_utime + harness1.ru_stime) - (harness0.ru_utime + harness0.ru_stime)
             run.bot_cpu_s = proc_cpu_seconds(proc.pid) - cpu0
+            loop1, workers1 = proc_thread_cpu_seconds(proc.pid)
+            run.loop_thread_cpu_s, run.worker_threads_cpu_s = loop1 - loop0, workers1 - workers0
             window = server.calls[calls0:]
             calls = sum(1 for c in window if c.method != "getUpdates")
             run.peak_rss_mb = proc_status(proc.pid, "VmHWM")
@@ -267,6 +294,7 @@ async def run_one(kind: str, n: int, args: argparse.Namespace, workdir: Path) ->
     run.updates_per_s = run.updates / run.wall_s
     run.api_calls_per_update = calls / max(1, run.updates)
     run.cpu_ms_per_update = 1000 * run.bot_cpu_s / max(1, run.updates)
+    run.bot_cpu_pct = 100 * run.bot_cpu_s / run.wall_s
     run.p50_ms, run.p95_ms, run.p99_ms = (1000 * pct(run.latencies, q) for q in (50, 95, 99))
     run.max_ms = 1000 * max(run.latencies, default=0.0)
     run.turn_p95_ms = 1000 * pct(run.turn_latencies, 95)
@@ -296,13 +324,13 @@ def machine() -> dict[str, str]:
 
 
 HEADER = (f"{'bot':9} {'users':>5} {'updates':>7} {'wall s':>6} {'upd/s':>6} {'p50 ms':>7} {'p95 ms':>7} "
-          f"{'p99 ms':>7} {'max ms':>7} {'calls/u':>7} {'cpu ms/u':>8} {'RSS MB':>6} {'done':>5} {'t/o':>4} {'err':>4}")
+          f"{'p99 ms':>7} {'max ms':>7} {'calls/u':>7} {'cpu ms/u':>8} {'cpu %':>5} {'h cpu%':>6} {'RSS MB':>6} {'done':>5} {'t/o':>4} {'err':>4}")
 
 
 def row(r: Run) -> str:
     return (f"{r.bot:9} {r.users:5d} {r.updates:7d} {r.wall_s:6.1f} {r.updates_per_s:6.1f} {r.p50_ms:7.1f} "
             f"{r.p95_ms:7.1f} {r.p99_ms:7.1f} {r.max_ms:7.0f} {r.api_calls_per_update:7.2f} {r.cpu_ms_per_update:8.2f} "
-            f"{r.peak_rss_mb:6.1f} {r.sessions_completed:5d} {r.timeouts:4d} {r.log_errors:4d}")
+            f"{r.bot_cpu_pct:5.0f} {100 * r.harness_cpu_s / r.wall_s:6.0f} {r.peak_rss_mb:6.1f} {r.sessions_completed:5d} {r.timeouts:4d} {r.log_errors:4d}")
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -317,19 +345,34 @@ async def main_async(args: argparse.Namespace) -> int:
     runs: list[Run] = []
     try:
         for n in sizes:
-            for kind in bots:
-                run = await run_one(kind, n, args, workdir)
-                runs.append(run)
-                print(row(run), flush=True)
-                if args.steps:
-                    print("          p50/p95 ms by step: " + ", ".join(
-                        f"{k} {1000 * pct(v, 50):.0f}/{1000 * pct(v, 95):.0f}" for k, v in run.by_step.items()), flush=True)
+            for _ in range(args.repeat):
+                for kind in bots:
+                    run = await run_one(kind, n, args, workdir)
+                    runs.append(run)
+                    print(row(run), flush=True)
+                    if args.steps:
+                        print("          p50/p95 ms by step: " + ", ".join(
+                            f"{k} {1000 * pct(v, 50):.0f}/{1000 * pct(v, 95):.0f}" for k, v in run.by_step.items())
+                            + f"; CPU ms/update: loop thread {1000 * run.loop_thread_cpu_s / max(1, run.updates):.1f}"
+                            f", worker threads {1000 * run.worker_threads_cpu_s / max(1, run.updates):.1f}", flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             print(f"logs and data kept in {workdir}")
-    by = {(r.bot, r.users): r for r in runs}
+    if args.repeat > 1:  # the run with the median p95 of each (bot, users) stands for it
+        print(f"median of {args.repeat} runs (by p95):")
+        print(HEADER)
+        for n in sizes:
+            for kind in bots:
+                same = sorted((r for r in runs if (r.bot, r.users) == (kind, n)), key=lambda r: r.p95_ms)
+                print(row(same[len(same) // 2]))
+    by = {}
+    for n in sizes:
+        for kind in bots:
+            same = sorted((r for r in runs if (r.bot, r.users) == (kind, n)), key=lambda r: r.p95_ms)
+            if same:
+                by[(kind, n)] = same[len(same) // 2]
     for n in sizes:
         nc, echo = by.get(("netcoach", n)), by.get(("echo", n))
         if nc and echo and echo.p95_ms:
@@ -350,9 +393,11 @@ def main() -> int:
     ap.add_argument("--think", type=float, default=3.0, help="mean think time between a user's steps, s (default 3)")
     ap.add_argument("--rate", type=float, default=0.0,
                     help="NETCOACH_MAX_SEND_RATE for both bots: 0 = no flood limiter (default), 30 = as shipped")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per (bot, users); the median p95 is reported")
     ap.add_argument("--step-timeout", type=float, default=120.0, help="give up on a user after this long, s")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     ap.add_argument("--keep", action="store_true", help="keep the bots' logs and data dirs")
+    ap.add_argument("--profile", metavar="DIR", help="run the bots under cProfile, writing DIR/<bot>-<users>.prof")
     ap.add_argument("--steps", action="store_true", help="also print latency by step (menu, pick, turn, end)")
     return asyncio.run(main_async(ap.parse_args()))
 

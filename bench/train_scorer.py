@@ -222,9 +222,12 @@ def main(argv=None) -> int:
             m = classification(gold, pred)["macro_f1"]
             results.append((m, l2_int, l2_lex, use_rules, P))
             print(f"  cv l2_int={l2_int:<6} l2_lex={l2_lex:<5} rules={use_rules!s:<5} macro-F1={m:.3f}")
-    # prefer rules and stronger regularisation on ties (they generalise better to new wording)
-    results.sort(key=lambda r: (round(r[0], 3), r[3], r[2], r[1]), reverse=True)
-    m, l2_int, l2_lex, use_rules, P = results[0]
+    # Among the settings within 0.005 macro-F1 of the best, prefer rules and the strongest regularisation of
+    # the word features: new wording (the held-out set is written by someone else) punishes memorised words.
+    top = max(r[0] for r in results)
+    near = [r for r in results if r[0] >= top - 0.005]
+    near.sort(key=lambda r: (r[3], r[2], r[1], r[0]), reverse=True)
+    m, l2_int, l2_lex, use_rules, P = near[0]
     pred = decide(P, analyses, use_rules)
     cls = classification(gold, pred)
     print(f"\nchosen: l2_int={l2_int} l2_lex={l2_lex} rules={use_rules}: CV macro-F1 {m:.3f}")

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator, Protocol
 
 from tinydb import Query, TinyDB
 from tinydb.storages import Storage
+from tinydb.table import Document, Table
 
 try:  # POSIX only; elsewhere the in-process lock still applies.
     import fcntl
@@ -206,7 +207,7 @@ class TinyDBStore:
     def put(self, user_id: str, table: str, key: str, record: dict[str, Any]) -> None:
         with self._open(user_id, create=True) as db:
             assert db is not None
-            db.table(table).upsert({**record, "_key": key}, Query()._key == key)
+            _replace(db.table(table), key, record)
 
     def update(
         self, user_id: str, table: str, key: str, change: Callable[[dict[str, Any] | None], dict[str, Any] | None]
@@ -219,9 +220,9 @@ class TinyDBStore:
             new = change(_strip(row) if row is not None else None)
             if new is None:
                 if row is not None:
-                    tbl.remove(Query()._key == key)
+                    tbl.remove(doc_ids=[row.doc_id])
             else:
-                tbl.upsert({**new, "_key": key}, Query()._key == key)
+                _replace(tbl, key, new, row)
             return new
 
     def all(self, user_id: str, table: str) -> list[dict[str, Any]]:
@@ -261,6 +262,24 @@ class TinyDBStore:
         if not self.users_dir.is_dir():
             return []
         return sorted(p.stem for p in self.users_dir.glob("*.json"))
+
+
+def _replace(tbl: Table, key: str, record: dict[str, Any], row: Document | None = None) -> None:
+    """Store ``record`` under ``key``, replacing the old record whole. (TinyDB's ``upsert`` merges
+    into the old document, so a field the new record no longer has would silently live on.) An
+    existing record keeps its place, so ``all`` keeps insertion order."""
+    fields = {**record, "_key": key}
+    if row is None:
+        row = tbl.get(Query()._key == key)
+    if row is None:
+        tbl.insert(fields)
+        return
+
+    def overwrite(doc: dict[str, Any]) -> None:
+        doc.clear()
+        doc.update(fields)
+
+    tbl.update(overwrite, doc_ids=[row.doc_id])
 
 
 def _strip(row: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import AsyncIterator
 
 import pytest
 
@@ -34,7 +38,7 @@ def store(data_dir: Path) -> TinyDBStore:
 
 
 @pytest.fixture
-def engine(store: TinyDBStore, library: ScenarioLibrary) -> "PracticeEngine":
+def engine(store: TinyDBStore, library: ScenarioLibrary):
     from bot.session import PracticeEngine
 
     return PracticeEngine(store, library)
@@ -51,3 +55,57 @@ def run_netcoach(*args: str, stdin: str = "", data_dir: Path | None = None, env:
         [sys.executable, "-m", "bot", *args],
         input=stdin, capture_output=True, text=True, cwd=ROOT, env=full_env, timeout=timeout,
     )
+
+
+# -- Telegram end to end: the real Application against the fake Bot API server ----------------
+
+TOKEN = "4242:TEST-token-never-real"
+T0 = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)  # a Sunday; 11:00 in Berlin
+
+
+class Clock:
+    """The bot's clock for scheduled prompts, moved by the test (no real waiting)."""
+
+    def __init__(self, now: datetime = T0):
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def set(self, when: datetime) -> None:
+        self.now = when
+
+
+@asynccontextmanager
+async def running_bot(server, data_dir: Path, clock: Clock | None = None, **config) -> AsyncIterator:
+    """The bot exactly as ``netcoach run`` builds it, long-polling ``server``. Scheduled prompts
+    fire only when the test calls ``run_scheduled`` (the periodic tick is an hour away)."""
+    from bot.config import Config
+    from bot.telegram.app import build_application, start_polling, stop_polling
+
+    base = Config(data_dir=data_dir, telegram_token=server.token, telegram_base_url=server.base_url)
+    app = build_application(replace(base, **{"tick_seconds": 3600, **config}), clock=clock or Clock())
+    await start_polling(app, poll_timeout=1)
+    try:
+        yield app
+    finally:
+        await stop_polling(app)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def server() -> AsyncIterator:
+    from tests.fakes import FakeBotAPI
+
+    async with FakeBotAPI(token=TOKEN, bot_username="netcoach_test_bot") as s:
+        yield s
+
+
+@pytest.fixture
+async def bot(server, data_dir: Path, clock: Clock) -> AsyncIterator:
+    async with running_bot(server, data_dir, clock) as app:
+        yield app

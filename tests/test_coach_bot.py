@@ -7,53 +7,18 @@ from __future__ import annotations
 import csv
 import io
 import re
-from contextlib import asynccontextmanager
-from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
-from typing import AsyncIterator
 
-import pytest
 from telegram.ext import Application
 
-from bot.config import SCENARIOS_DIR, Config
-from bot.telegram.app import build_application, start_polling, stop_polling
+from bot.config import SCENARIOS_DIR
 from bot.telegram.events import run_scheduled
+from tests.conftest import T0, Clock
 from tests.fakes import FakeBotAPI
-from tests.test_events_bot import Clock
-from tests.test_telegram_bot import CURIOUS, TOKEN, chat, end_and_debrief
+from tests.test_telegram_bot import CURIOUS, chat, end_and_debrief
 
-T0 = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
 LINK = re.compile(r"https://t\.me/netcoach_test_bot\?start=([A-Za-z0-9_-]+)")
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(T0)
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeBotAPI]:
-    async with FakeBotAPI(token=TOKEN, bot_username="netcoach_test_bot") as s:
-        yield s
-
-
-@asynccontextmanager
-async def running_bot(server: FakeBotAPI, data_dir: Path, clock: Clock) -> AsyncIterator[Application]:
-    config = replace(Config(data_dir=data_dir, telegram_token=server.token, telegram_base_url=server.base_url),
-                     tick_seconds=3600)
-    app = build_application(config, clock=clock)
-    await start_polling(app, poll_timeout=1)
-    try:
-        yield app
-    finally:
-        await stop_polling(app)
-
-
-@pytest.fixture
-async def bot(server: FakeBotAPI, data_dir: Path, clock: Clock) -> AsyncIterator[Application]:
-    async with running_bot(server, data_dir, clock) as app:
-        yield app
 
 
 async def invite_link(coach) -> tuple[str, object]:

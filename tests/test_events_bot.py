@@ -7,63 +7,14 @@ The bot's clock is a :class:`Clock` the test moves forward; scheduled prompts ar
 from __future__ import annotations
 
 import re
-from contextlib import asynccontextmanager
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import AsyncIterator
 
-import pytest
 from telegram.ext import Application
 
-from bot.config import Config
-from bot.telegram.app import build_application, start_polling, stop_polling
 from bot.telegram.events import run_scheduled
+from tests.conftest import T0, Clock, running_bot
 from tests.fakes import FakeBotAPI
-from tests.test_telegram_bot import TOKEN
-
-# Sunday 22 Nov 2026, 10:00 UTC = 11:00 in Berlin
-T0 = datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc)
-
-
-class Clock:
-    def __init__(self, now: datetime):
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def set(self, when: datetime) -> None:
-        self.now = when
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(T0)
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeBotAPI]:
-    async with FakeBotAPI(token=TOKEN) as s:
-        yield s
-
-
-@asynccontextmanager
-async def running_bot(server: FakeBotAPI, data_dir: Path, clock: Clock) -> AsyncIterator[Application]:
-    config = replace(Config(data_dir=data_dir, telegram_token=server.token, telegram_base_url=server.base_url),
-                     tick_seconds=3600)
-    app = build_application(config, clock=clock)
-    await start_polling(app, poll_timeout=1)
-    try:
-        yield app
-    finally:
-        await stop_polling(app)
-
-
-@pytest.fixture
-async def bot(server: FakeBotAPI, data_dir: Path, clock: Clock) -> AsyncIterator[Application]:
-    async with running_bot(server, data_dir, clock) as app:
-        yield app
 
 
 async def register(user, zone: str, name: str, when: str, hope: str | None = None, tz_known: bool = False):

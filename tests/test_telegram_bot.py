@@ -9,18 +9,20 @@ import asyncio
 import json
 import logging
 import re
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 from telegram.ext import Application
 
 from bot.config import Config
+from bot.persona import OfflinePersona
+from bot.scenarios import ScenarioLibrary
+from bot.session import PracticeEngine
+from bot.store import TinyDBStore
 from bot.telegram.app import build_application, start_polling, stop_polling
+from tests.conftest import TOKEN, running_bot
 from tests.fakes import FakeBotAPI
 
-TOKEN = "4242:TEST-token-never-real"
 CURIOUS = [
     "Hi! How are you finding the meetup so far?",
     "What are you working on at the moment?",
@@ -33,29 +35,6 @@ PITCHY = [
     "Hi, I'm Sam, I run a cloud consultancy and we cut data platform costs by 40%.",
     "Are you happy with your current vendor? Who signs off on tooling budgets?",
 ]
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeBotAPI]:
-    async with FakeBotAPI(token=TOKEN, bot_username="netcoach_test_bot") as s:
-        yield s
-
-
-@asynccontextmanager
-async def running_bot(server: FakeBotAPI, data_dir: Path) -> AsyncIterator[Application]:
-    config = Config(data_dir=data_dir, telegram_token=server.token, telegram_base_url=server.base_url)
-    app = build_application(config)
-    await start_polling(app, poll_timeout=1)
-    try:
-        yield app
-    finally:
-        await stop_polling(app)
-
-
-@pytest.fixture
-async def bot(server: FakeBotAPI, data_dir: Path) -> AsyncIterator[Application]:
-    async with running_bot(server, data_dir) as app:
-        yield app
 
 
 async def start_practice(user, scenario_title: str):
@@ -117,7 +96,7 @@ async def test_curious_user_outscores_pitching_user(server: FakeBotAPI, bot: App
     assert opening.button_texts == ["💡 Hint", "🏁 End & debrief"]
     replies = await chat(curious, CURIOUS)
     assert all(r.text.startswith("Priya: ") for r in replies)
-    assert "typing" in curious.chat_actions
+    assert curious.chat_actions == []  # the offline persona answers at once: no "typing…" flash
     good = await end_and_debrief(curious, replies[-1])
 
     opening = await start_practice(pitcher, "Data engineering meetup")
@@ -129,6 +108,30 @@ async def test_curious_user_outscores_pitching_user(server: FakeBotAPI, bot: App
     assert "Instead of:" in bad and "Try:" in bad
     for line in CURIOUS[:3]:
         assert line in good  # the user's own words are quoted
+
+
+class SlowPersona:
+    """The offline persona taking its time, as an LLM would."""
+
+    async def reply(self, scenario, state, history, user_text, reading):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.8)
+        return await OfflinePersona(seed="slow").reply(scenario, state, history, user_text, reading)
+
+
+async def test_typing_shows_while_a_slow_persona_thinks(server: FakeBotAPI, data_dir: Path) -> None:
+    config = Config(data_dir=data_dir, telegram_token=server.token, telegram_base_url=server.base_url)
+    engine = PracticeEngine(TinyDBStore(data_dir), ScenarioLibrary.from_dir(config.scenarios_dir),
+                            persona=SlowPersona())
+    app = build_application(config, engine=engine)
+    await start_polling(app, poll_timeout=1)
+    try:
+        user = server.user()
+        await start_practice(user, "Data engineering meetup")
+        reply = await chat(user, CURIOUS[:1])
+        assert reply[0].text.startswith("Priya: ")
+        assert user.chat_actions == ["typing"]  # shown once while waiting, not after the answer
+    finally:
+        await stop_polling(app)
 
 
 async def test_sustained_pitching_ends_with_the_persona_leaving(server: FakeBotAPI, bot: Application) -> None:

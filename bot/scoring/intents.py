@@ -53,6 +53,7 @@ PITCH_INTENTS = (
     "self_talk",
     "sales_opener",
     "money_talk",
+    "own_offering",
 )
 NEUTRAL_INTENTS = (
     "greeting",
@@ -296,7 +297,7 @@ class IntentRecogniser:
         words: set[str] = set()
         for name, d in spec.get("intent", {}).items():
             pats = [expand(p) for p in d["patterns"]]
-            self.intents.append((name, d["label"], d.get("strength", "weak"), d.get("question", "any"), _compile(pats)))
+            self.intents.append((name, d["label"], d.get("strength", "weak"), d.get("question", "any"), _LazyRegex(pats)))
             branches = [b for p in pats for b in _split_top(p)]
             gate_b: set[str] = set()
             gate_w: set[str] = set()
@@ -351,8 +352,8 @@ class IntentRecogniser:
                     d.setdefault(key, []).append(i)
         self._word_idx, self._bigram_idx, self._prefix_idx = ({k: tuple(v) for k, v in d.items()} for d in tmp)
         self._pre_lens = tuple(sorted({len(k) for k in self._prefix_idx}))
-        self._spec: dict[tuple[int, str], re.Pattern] = {}  # (family, opening token) -> small regex
-        self._spec_by_set: dict[tuple[int, tuple[int, ...]], re.Pattern] = {}  # compiled once per branch set
+        self._spec: dict[tuple[int, str], tuple[re.Pattern, ...]] = {}  # (family, opening token) -> branches
+        self._branch_rx = [[_compile([b], anchored=True) for b in br] for br in self._branches]
 
     @classmethod
     @lru_cache(maxsize=4)
@@ -458,7 +459,7 @@ class IntentRecogniser:
 
     # ------------------------------------------------------------------ intents
 
-    def match(self, norm: Normalised) -> dict[str, int]:
+    def match(self, norm: Normalised, per_sentence: list | None = None) -> dict[str, int]:
         """Intent name -> number of words in the sentences where it was found (its 'weight' in the turn).
 
         Speed: a family is only tried at the word positions where one of its possible opening words (see
@@ -521,37 +522,37 @@ class IntentRecogniser:
                         here.append(name)
                     continue
                 spec_get = self._spec.get
+                hit_i = False
                 for p0, t in cand[i]:
-                    srx = spec_get((i, t))
-                    if srx is None:
-                        srx = self._specialised(i, t)
-                    if srx.match(padded, p0):
-                        here.append(name)
+                    rxs = spec_get((i, t))
+                    if rxs is None:
+                        rxs = self._branches_for(i, t)
+                    for brx in rxs:
+                        if brx.match(padded, p0):
+                            hit_i = True
+                            break
+                    if hit_i:
                         break
+                if hit_i:
+                    here.append(name)
             if "asks_about_them" in here and _SALES_Q.intersection(here):
                 here.remove("asks_about_them")
+            if per_sentence is not None:
+                per_sentence.append((s.question, frozenset(here)))
             n = len(toks)
             for name in here:
                 found[name] = found.get(name, 0) + n
         return found
 
-    def _specialised(self, i: int, t: str) -> re.Pattern:
-        """The branches of family ``i`` that can open with token ``t``, compiled (memoised per token and
-        per branch set, so the number of compiled regexes is bounded by the patterns, not the vocabulary)."""
+    def _branches_for(self, i: int, t: str) -> tuple[re.Pattern, ...]:
+        """The compiled branches of family ``i`` that can open with token ``t`` (memoised)."""
         js = set(self._branch_by_word[i].get(t, ()))
         js.update(j for pre, j in self._branch_by_prefix[i] if t.startswith(pre))
-        key = (i, tuple(sorted(js)))
-        rx = self._spec_by_set.get(key)
-        if rx is None:
-            if js:
-                branches = self._branches[i]
-                rx = re.compile(" (?:" + "|".join("(?:%s)" % branches[j] for j in key[1]) + r")(?:(?= )|(?<= ))")
-            else:
-                rx = _NEVER
-            self._spec_by_set[key] = rx
+        rxs = self._branch_rx[i]
+        out = tuple(rxs[j] for j in sorted(js))
         if len(self._spec) < 200_000:
-            self._spec[(i, t)] = rx
-        return rx
+            self._spec[(i, t)] = out
+        return out
 
     def context_flags(self, norm: Normalised) -> frozenset[str]:
         flags = set()
@@ -665,7 +666,8 @@ def _gate_terms(patterns: list[str]) -> Gate | None:
     words: set[str] = set()
     prefixes: set[str] = set()
     for p in patterns:
-        p = _anchor(p)
+        # the compiled form only lets a match end at a word end, hence the trailing space
+        p = _anchor(p) + " "
         try:
             b, w, pr = _first_words(p, depth=2)
         except _Ungateable:
@@ -720,14 +722,35 @@ def _anchor(p: str) -> str:
     return p.replace("^", r"\^\^ ").replace("$", r"(?= $)")
 
 
-def _compile(patterns: list[str]) -> re.Pattern:
+class _LazyRegex:
+    """A whole family as one regex, compiled on first use (only needed when gating is off or impossible)."""
+
+    __slots__ = ("patterns", "_rx")
+
+    def __init__(self, patterns: list[str]):
+        self.patterns = patterns
+        self._rx: re.Pattern | None = None
+
+    def _get(self) -> re.Pattern:
+        if self._rx is None:
+            self._rx = _compile(self.patterns)
+        return self._rx
+
+    def search(self, text: str):
+        return self._get().search(text)
+
+    def match(self, text: str, pos: int = 0):
+        return self._get().match(text, pos)
+
+
+def _compile(patterns: list[str], anchored: bool = False) -> re.Pattern:
     """One regex per family, searched in a sentence padded as `` ^^ words words ``.
 
     Every match must start at a space (i.e. at a word start) and end before a space (a word end). A
     literal leading space lets the regex engine skip ahead quickly, about twice as fast as ``\\b``.
     ``^`` in a pattern means "at the start of the sentence" (the ``^^`` marker), ``$`` "at its end".
     """
-    out = ["(?:%s)" % _anchor(p) for p in patterns]
+    out = ["(?:%s)" % (p if anchored else _anchor(p)) for p in patterns]
     return re.compile(" (?:" + "|".join(out) + r")(?:(?= )|(?<= ))")
 
 
@@ -789,6 +812,12 @@ def partner_view(rec: IntentRecogniser, text: str) -> PartnerView:
 
 def clear_caches() -> None:
     """Forget memoised normalisations (for honest benchmarks)."""
+    try:
+        from bot.scoring.offline import _pitched_cached
+
+        _pitched_cached.cache_clear()
+    except ImportError:  # pragma: no cover
+        pass
     _normalise_cached_impl.cache_clear()
     _partner_view_impl.cache_clear()
     for rec in list(_RECOGNISERS.values()):

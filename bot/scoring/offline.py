@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+from functools import lru_cache
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -89,6 +90,8 @@ class Analysis:
     follow_up: bool
     asked_about_user: bool
     n_words: int
+    prev_pitch: bool
+    social_q: bool
     social_only: bool
 
 
@@ -116,7 +119,10 @@ def _len_bucket(n: int) -> str:
 def analyse(rec: IntentRecogniser, text: str, context: Sequence[Turn] = ()) -> Analysis:
     """Recognise intents and build the model features of one user turn. Shared by training and scoring."""
     norm: Normalised = rec.normalise(text)
-    found = rec.match(norm)
+    per_sentence: list = []
+    found = rec.match(norm, per_sentence)
+    # small talk / logistics / greeting inside a question ("enjoying the show?", "is lunch included?")
+    social_q = any(q and here & {"greeting", "logistics", "small_talk"} for q, here in per_sentence)
     n = max(norm.n_words, 1)
     f: dict[str, float] = {"bias": 1.0}
 
@@ -143,6 +149,10 @@ def analyse(rec: IntentRecogniser, text: str, context: Sequence[Turn] = ()) -> A
         f["c:p_shares_stmt"] = 1.0
     n_user_before = sum(1 for t in context if t.role == "user")
     f["c:user_turn_" + ("0" if n_user_before == 0 else "1-2" if n_user_before <= 2 else "3+")] = 1.0
+    prev_user = next((t.text for t in reversed(context) if t.role == "user"), None)
+    prev_pitch = prev_user is not None and _pitched(rec, prev_user)
+    if prev_pitch:
+        f["c:prev_user_pitch"] = 1.0  # a "curious" question right after one's own pitch is often qualifying
 
     # ---- shape
     sents = norm.sentences
@@ -191,7 +201,8 @@ def analyse(rec: IntentRecogniser, text: str, context: Sequence[Turn] = ()) -> A
     if p_text is not None and p_statement and not pitchy:
         if is_q or "reflect" in intents:
             # a question / paraphrase that picks up the partner's own words, or points back at what they said
-            if overlap >= 1 or (anaphoric_q and norm.n_words <= 15):
+            small = bool(intents & {"greeting", "logistics", "small_talk", "thanks", "closing"})
+            if overlap >= 1 or (anaphoric_q and norm.n_words <= 15 and not small):
                 intents.add("follow_up")
             elif (
                 is_q
@@ -211,6 +222,9 @@ def analyse(rec: IntentRecogniser, text: str, context: Sequence[Turn] = ()) -> A
         intents & {"acknowledge", "asks_about_them_stmt"} or not intents
     ):
         intents.add("accepts_their_story")  # "yes!" / "please do" to "want to see it?"
+    if "own_offering" in intents and not asked and (is_q or norm.n_words > 20 or intents & {"money_talk", "sales_opener"}):
+        # describing one's own product unasked, and then asking / going on about it: promoting it
+        intents.add("self_promotion")
     self_ish = bool(intents & {"self_disclosure", "self_talk"})
     if self_ish:
         if asked:
@@ -224,6 +238,7 @@ def analyse(rec: IntentRecogniser, text: str, context: Sequence[Turn] = ()) -> A
     cover_o = sum(v for k, v in found.items() if INTENT_LABEL.get(k, "") == "other_focus" or k in ("asks_about_them_stmt", "follow_up_phrase"))
     cover_p = sum(v for k, v in found.items() if k in STRONG_PITCH)
     f["cov:other"] = min(cover_o / n, 1.0)
+    f["cov:self"] = min(sum(v for k, v in found.items() if k in ("self_talk", "own_offering", "sales_opener")) / n, 1.0)
     f["cov:pitch"] = min(cover_p / n, 1.0)
     so = intents & STRONG_OTHER
     sp = intents & STRONG_PITCH
@@ -276,8 +291,21 @@ def analyse(rec: IntentRecogniser, text: str, context: Sequence[Turn] = ()) -> A
         follow_up=follow,
         asked_about_user=asked,
         n_words=norm.n_words,
+        prev_pitch=prev_pitch,
+        social_q=social_q,
         social_only=social_only,
     )
+
+
+def _pitched(rec: IntentRecogniser, text: str) -> bool:
+    """Whether a (previous) user line carried a strong pitch intent; memoised through the normaliser."""
+    return _pitched_cached(id(rec), text, rec)
+
+
+@lru_cache(maxsize=8192)
+def _pitched_cached(_rid: int, text: str, rec: IntentRecogniser) -> bool:
+    found = rec.match(rec.normalise(text))
+    return bool(set(found) & STRONG_PITCH) or "own_offering" in found
 
 
 def _public_intents(intents: frozenset[str] | set[str], label: str | None = None) -> frozenset[str]:
@@ -482,18 +510,26 @@ def _rule(a: Analysis) -> str | None:
                 return "neutral"  # "about £60 an hour" to "what do you charge?": an answer, not a pitch
             if a.n_words <= 25:
                 return None
+        if f.get("c:partner_asks_what_user_does") and sp == {"offer_product"} and a.n_words <= 15 and "money_talk" not in it:
+            return "neutral"  # "We make accounting software." to "what does your company do?": an honest answer
         if a.asked_about_user and a.n_words <= 20 and sp <= {"offer_product", "self_promotion", "steer_to_self"} and len(sp) == 1:
-            return None  # a brief honest answer to "what does your company do?"
+            return None  # a short answer that may or may not turn into a pitch: the model weighs it
         return "pitch"
     if so and not sp:
-        if so <= {"asks_about_them"} and it & {"logistics", "greeting"} and a.n_words <= 12:
-            return "neutral"  # "do you know when the panel starts?", "how are you?"
+        if so <= {"asks_about_them", "follow_up"} and a.social_q and a.n_words <= 15:
+            return "neutral"  # "do you know when the panel starts?", "how are you?", "enjoying the show?"
+        if so <= {"asks_about_them", "asks_what_they_do"} and f.get("c:partner_small_talk") and a.n_words <= 6:
+            return "neutral"  # "And you?" to "how are you?"
         if so <= {"asks_about_them"} and it & (SOCIAL - {"acknowledge"}):
             return None  # "first time here?": small talk shaped as a question
+        if a.prev_pitch and so <= {"asks_about_them", "follow_up"}:
+            return None  # a question right after one's own pitch may well be a qualifying one
         if it & {"sales_opener", "money_talk"}:
             return None
-        if "self_talk" in it and not a.follow_up and so <= {"asks_about_them"} and a.n_words > 25:
-            return None  # a long self-centred monologue with a token question at the end
+        if it & {"self_talk", "own_offering"} and so <= {"asks_about_them", "asks_what_they_do", "follow_up"} and (
+            a.features.get("cov:self", 0.0) >= 0.3 or a.n_words > 25
+        ):
+            return None  # talk about oneself with a question tacked on: the model weighs which dominates
         return "other_focus"
     if not so and not sp and it and it <= (STRONG_NEUTRAL | {"acknowledge", "small_talk"}) and it & STRONG_NEUTRAL:
         return "neutral"

@@ -145,6 +145,17 @@ async def post_init(app: Application) -> None:
     scheduler: Scheduler = app.bot_data["events"].scheduler
     pending = await asyncio.to_thread(scheduler.load, lambda uid: uid.startswith("tg-"))
     log.info("schedule loaded: %d pending prompt(s)", pending)
+    await asyncio.to_thread(warm_up, app.bot_data["engine"])
+
+
+def warm_up(engine: PracticeEngine) -> None:
+    """Score one sample turn before taking updates: the offline scorer builds its tables on first
+    use (about half a second of CPU), which would otherwise run on the event loop inside the first
+    user's turn and hold up every other user meanwhile."""
+    try:
+        engine.scorer.score_turn("Hi! How did you get started with that?", [])
+    except Exception:  # never let a warm-up stop the bot; the first turn will pay instead
+        log.debug("scorer warm-up failed", exc_info=True)
 
 
 async def post_shutdown(app: Application) -> None:

@@ -22,7 +22,7 @@ from bot.coaching import CONSENTS, Assignment, Coaching, CoachingError
 from bot.progress import roster_chart_png
 from bot.scenarios import MAX_FILE_BYTES, ScenarioError
 from bot.schedule import Job
-from bot.telegram.common import io_call, user_key
+from bot.telegram.common import io_call, profile_of, update_profile, user_key
 from bot.telegram.formatting import split_message
 from bot.templates import render_html_string, wording
 from bot.timeparse import TimeParseError, parse_timezone, parse_when
@@ -46,20 +46,12 @@ def label(key: str, /, **ctx: Any) -> str:
     return render_html_string(wording("coach.toml")["buttons"][key], **ctx)
 
 
-def _profile(context: ContextTypes.DEFAULT_TYPE, uid: str) -> dict[str, Any]:
-    return coaching(context).store.get(uid, PROFILE, PROFILE) or {}
-
-
-def _set(context: ContextTypes.DEFAULT_TYPE, uid: str, **changes: Any) -> None:
-    coaching(context).store.update(uid, PROFILE, PROFILE, lambda p: {**(p or {}), **changes})
-
-
 def _when(iso: str, tz) -> str:
     return f"{datetime.fromisoformat(iso).astimezone(tz):%a %d %b %H:%M}"
 
 
 def _tz(context: ContextTypes.DEFAULT_TYPE, uid: str):
-    name = _profile(context, uid).get("tz")
+    name = profile_of(context, uid).get("tz")
     return parse_timezone(name) if name else timezone.utc
 
 
@@ -102,7 +94,7 @@ async def start_with_invite(update: Update, context: ContextTypes.DEFAULT_TYPE, 
     except CoachingError as exc:
         await update.effective_message.reply_html(text("invite_invalid", reason=str(exc)))
         return
-    await io_call(_set, context, uid, pending_invite=payload)
+    await io_call(update_profile, context, uid, pending_invite=payload)
     markup = InlineKeyboardMarkup([
         [InlineKeyboardButton(label("consent_scores"), callback_data="ci:scores")],
         [InlineKeyboardButton(label("consent_transcripts"), callback_data="ci:transcripts")],
@@ -143,7 +135,7 @@ async def assign_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     if not trainees:
         await update.effective_message.reply_html(text("no_trainees"))
         return
-    await io_call(_set, context, uid, form={"kind": "assign", "step": "who"})
+    await io_call(update_profile, context, uid, form={"kind": "assign", "step": "who"})
     rows = [[InlineKeyboardButton(t["name"][:40], callback_data=f"as:who:{t['link_id']}")] for t in trainees]
     rows.append([InlineKeyboardButton(label("all"), callback_data="as:who:all")])
     await update.effective_message.reply_html(text("assign_who"), reply_markup=InlineKeyboardMarkup(rows))
@@ -153,7 +145,7 @@ async def assign_step(update: Update, context: ContextTypes.DEFAULT_TYPE, uid: s
     """One answer to the /assign form (button or typed); False if it does not fit the form."""
     co = coaching(context)
     message = update.effective_message
-    form = (await io_call(_profile, context, uid)).get("form") or {}
+    form = (await io_call(profile_of, context, uid)).get("form") or {}
     if form.get("kind") != "assign" or form.get("step") != step:
         return False
     if step == "who":
@@ -194,10 +186,10 @@ async def assign_step(update: Update, context: ContextTypes.DEFAULT_TYPE, uid: s
             buttons = [InlineKeyboardButton(str(a), callback_data=f"as:attempts:{a}") for a in ATTEMPTS]
             await message.reply_html(text("assign_attempts"), reply_markup=InlineKeyboardMarkup([buttons]))
         else:
-            await io_call(_set, context, uid, form=None)
+            await io_call(update_profile, context, uid, form=None)
             await finish_assign(update, context, uid, form, int(value))
             return True
-    await io_call(_set, context, uid, form=form)
+    await io_call(update_profile, context, uid, form=form)
     return True
 
 
@@ -380,10 +372,10 @@ async def on_coach_button(update: Update, context: ContextTypes.DEFAULT_TYPE, pa
                 await message.reply_html(part)
         return True
     if area == "ci" and len(parts) == 2:
-        payload = (await io_call(_profile, context, uid)).get("pending_invite")
+        payload = (await io_call(profile_of, context, uid)).get("pending_invite")
         if not payload:
             return False
-        await io_call(_set, context, uid, pending_invite=None)
+        await io_call(update_profile, context, uid, pending_invite=None)
         await query.answer()
         if parts[1] not in CONSENTS:
             await message.reply_html(text("invite_declined"))

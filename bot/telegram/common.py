@@ -21,6 +21,16 @@ def user_key(update: Update) -> str:
     return f"tg-{update.effective_user.id}"
 
 
+def profile_of(context: ContextTypes.DEFAULT_TYPE, uid: str) -> dict[str, Any]:
+    """The user's profile record (goal, time zone, forms in progress...), or {}."""
+    return engine_of(context).store.get(uid, "profile", "profile") or {}
+
+
+def update_profile(context: ContextTypes.DEFAULT_TYPE, uid: str, **changes: Any) -> None:
+    """Merge ``changes`` into the profile atomically (under the user's lock)."""
+    engine_of(context).store.update(uid, "profile", "profile", lambda p: {**(p or {}), **changes})
+
+
 async def io_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Store calls touch disk (and fsync); keep them off the event loop."""
     return await asyncio.to_thread(fn, *args, **kwargs)

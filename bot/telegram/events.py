@@ -21,7 +21,7 @@ from telegram.ext import Application, ContextTypes
 from bot.events import EventBook, EventError
 from bot.reflection import Reflection
 from bot.schedule import Job, PermanentDeliveryError
-from bot.telegram.common import io_call, user_key
+from bot.telegram.common import io_call, profile_of, update_profile, user_key
 from bot.templates import render_html_string, wording
 from bot.timeparse import TimeParseError, parse_timezone, parse_when
 
@@ -47,14 +47,6 @@ def fmt(moment: datetime, tz: tzinfo) -> str:
     return f"{local:%a %d %b %H:%M}"
 
 
-def _profile(context: ContextTypes.DEFAULT_TYPE, uid: str) -> dict[str, Any]:
-    return book(context).store.get(uid, PROFILE, PROFILE) or {}
-
-
-def _set(context: ContextTypes.DEFAULT_TYPE, uid: str, **changes: Any) -> None:
-    book(context).store.update(uid, PROFILE, PROFILE, lambda p: {**(p or {}), **changes})
-
-
 def _skip_markup(data: str) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup([[InlineKeyboardButton(label("skip"), callback_data=data)]])
 
@@ -66,10 +58,10 @@ async def event_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     uid = user_key(update)
     name = " ".join(context.args or [])[:120]
     form = {"kind": "event", "step": "tz", "name": name}
-    profile = await io_call(_profile, context, uid)
+    profile = await io_call(profile_of, context, uid)
     if profile.get("tz"):
         form["step"] = "when" if name else "name"
-    await io_call(_set, context, uid, form=form)
+    await io_call(update_profile, context, uid, form=form)
     await ask_form_step(update.effective_message, context, uid, form)
 
 
@@ -102,7 +94,7 @@ async def form_input(update: Update, context: ContextTypes.DEFAULT_TYPE, uid: st
     """One answer to the event form, typed or from a button."""
     message = update.effective_message
     events = book(context)
-    profile = await io_call(_profile, context, uid)
+    profile = await io_call(profile_of, context, uid)
     form = profile.get("form")
     if not form:
         return
@@ -128,7 +120,7 @@ async def form_input(update: Update, context: ContextTypes.DEFAULT_TYPE, uid: st
             tz = await io_call(events.timezone_of, uid)
             start = datetime.fromisoformat(form["start"]).astimezone(tz)  # back in the named zone
             event = await io_call(events.register, uid, form["name"], start, value)
-            await io_call(_set, context, uid, form=None)
+            await io_call(update_profile, context, uid, form=None)
             prep = await io_call(_prep_of, events, uid, event.id)
             await message.reply_html(text(
                 "registered", name=event.name, when=fmt(event.start(), tz), tz=event.tz,
@@ -138,7 +130,7 @@ async def form_input(update: Update, context: ContextTypes.DEFAULT_TYPE, uid: st
     except (TimeParseError, EventError) as exc:
         await message.reply_text(str(exc))
         return
-    await io_call(_set, context, uid, form=form)
+    await io_call(update_profile, context, uid, form=form)
     await ask_form_step(message, context, uid, form)
 
 
@@ -150,7 +142,7 @@ def _prep_of(events: EventBook, uid: str, event_id: str) -> datetime | None:
 async def on_form_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:
     """Route typed text to a form or reflection in progress; False if there is none."""
     uid = user_key(update)
-    profile = await io_call(_profile, context, uid)
+    profile = await io_call(profile_of, context, uid)
     form = profile.get("form")
     if form and form.get("kind") == "assign":
         from bot.telegram.coach import on_form_text as coach_form_text
@@ -166,9 +158,9 @@ async def on_form_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> bo
 
 
 async def cancel_forms(context: ContextTypes.DEFAULT_TYPE, uid: str) -> bool:
-    profile = await io_call(_profile, context, uid)
+    profile = await io_call(profile_of, context, uid)
     if profile.get("form") or profile.get("reflection"):
-        await io_call(_set, context, uid, form=None, reflection=None)
+        await io_call(update_profile, context, uid, form=None, reflection=None)
         return True
     return False
 
@@ -211,7 +203,7 @@ async def debrief_command(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
                    for e in waiting[-8:]]
         await update.effective_message.reply_html(text("debrief_pick"), reply_markup=InlineKeyboardMarkup(buttons))
     else:
-        await io_call(_set, context, uid, form={"kind": "adhoc", "step": "adhoc"})
+        await io_call(update_profile, context, uid, form={"kind": "adhoc", "step": "adhoc"})
         await update.effective_message.reply_html(text("debrief_none"))
 
 
@@ -220,7 +212,7 @@ async def start_reflection(message, context: ContextTypes.DEFAULT_TYPE, uid: str
     if event is None or event.status != "upcoming" or event.reflection is not None:
         return False
     reflection = Reflection(event.id, event.name)
-    await io_call(_set, context, uid, reflection=reflection.to_dict(), form=None)
+    await io_call(update_profile, context, uid, reflection=reflection.to_dict(), form=None)
     await ask_reflection(message, reflection)
     return True
 
@@ -239,7 +231,7 @@ async def ask_reflection(message, reflection: Reflection) -> None:
 async def reflection_input(update: Update, context: ContextTypes.DEFAULT_TYPE, uid: str, value: str | None) -> None:
     """An answer (or a skip when ``value`` is None) to the current reflection question."""
     message = update.effective_message
-    profile = await io_call(_profile, context, uid)
+    profile = await io_call(profile_of, context, uid)
     data = profile.get("reflection")
     if not data:
         return
@@ -249,7 +241,7 @@ async def reflection_input(update: Update, context: ContextTypes.DEFAULT_TYPE, u
     else:
         reflection.answer(value)
     if not reflection.done:
-        await io_call(_set, context, uid, reflection=reflection.to_dict())
+        await io_call(update_profile, context, uid, reflection=reflection.to_dict())
         await ask_reflection(message, reflection)
         return
     try:
@@ -257,7 +249,7 @@ async def reflection_input(update: Update, context: ContextTypes.DEFAULT_TYPE, u
     except EventError as exc:
         await message.reply_text(str(exc))
         result = None
-    await io_call(_set, context, uid, reflection=None)
+    await io_call(update_profile, context, uid, reflection=None)
     if result is not None:
         await message.reply_html(text("reflection_result", name=reflection.event_name, r=result))
         if reflection.people:
@@ -289,7 +281,7 @@ async def on_event_button(update: Update, context: ContextTypes.DEFAULT_TYPE, ar
     query = update.callback_query
     uid = user_key(update)
     events = book(context)
-    profile = await io_call(_profile, context, uid)
+    profile = await io_call(profile_of, context, uid)
     message = query.message
     if area == "ev" and action in ("tz", "when", "hope"):
         form = profile.get("form")

@@ -18,7 +18,7 @@ import logging
 import secrets
 import unicodedata
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, Message, Update
 from telegram.constants import ChatAction, ParseMode
@@ -27,11 +27,11 @@ from telegram.ext import ContextTypes
 
 from bot.progress import chart_png, summarise
 from bot.scenarios import DIFFICULTIES, Scenario
-from bot.session import PROFILE, PracticeEngine, Session, SessionError
+from bot.session import PracticeEngine, Session, SessionError
 from bot.store import StoreError
 from bot.telegram import coach
 from bot.telegram import events as ev
-from bot.telegram.common import engine_of, io_call, user_key
+from bot.telegram.common import engine_of, io_call, profile_of, update_profile, user_key
 from bot.telegram.formatting import button, say, split_message
 
 log = logging.getLogger(__name__)
@@ -51,11 +51,18 @@ async def send_html(message: Message, text: str, markup: InlineKeyboardMarkup | 
                                  disable_web_page_preview=True)
 
 
+TYPING_AFTER = 0.3  # seconds before "typing…" shows; the offline persona answers well within it
+
+
 @contextlib.asynccontextmanager
 async def typing(context: ContextTypes.DEFAULT_TYPE, chat_id: int) -> AsyncIterator[None]:
-    """Show "typing…" while the persona thinks; Telegram clears it after ~5 s, so repeat it."""
+    """Show "typing…" while the persona thinks (an LLM call); Telegram clears it after ~5 s, so
+    repeat it. An answer ready within ``TYPING_AFTER`` needs none: nobody would see it flash, and
+    each one is a request counted against Telegram's ~30 requests/s (it halved the turns per
+    second the bot could answer under that limit)."""
 
     async def keep_typing() -> None:
+        await asyncio.sleep(TYPING_AFTER)
         while True:
             with contextlib.suppress(TelegramError):
                 await context.bot.send_chat_action(chat_id, ChatAction.TYPING)
@@ -63,23 +70,11 @@ async def typing(context: ContextTypes.DEFAULT_TYPE, chat_id: int) -> AsyncItera
 
     task = asyncio.create_task(keep_typing())
     try:
-        await asyncio.sleep(0)  # let the first chat action go out before the work starts
         yield
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-def profile_of(context: ContextTypes.DEFAULT_TYPE, uid: str) -> dict[str, Any]:
-    return engine_of(context).store.get(uid, PROFILE, PROFILE) or {}
-
-
-def update_profile(context: ContextTypes.DEFAULT_TYPE, uid: str, **changes: Any) -> None:
-    def change(profile: dict[str, Any] | None) -> dict[str, Any]:
-        return {**(profile or {}), **changes}
-
-    engine_of(context).store.update(uid, PROFILE, PROFILE, change)
 
 
 def session_buttons(session_id: str) -> InlineKeyboardMarkup:
