@@ -28,10 +28,17 @@ Figures per run:
 * latency: from the moment an update is queued on the fake server to the moment the bot's
   first message (or edit) answering it reaches the server, i.e. what a user waits, minus
   Telegram's own network hops. p50 / p95 / p99 over every update of every user.
-* CPU ms/update: CPU time of the bot process divided by updates (cost independent of pacing).
+* CPU ms/update: CPU time of the bot process divided by updates (cost independent of pacing);
+  with ``--steps`` also split into the event loop's thread and the worker threads (store I/O).
+* cpu %: the bot's CPU time over the run, in % of one core (near 100: CPU-bound, not waiting on
+  a lock); h cpu %: the same for this harness (fake server and simulated users).
 * peak RSS: VmHWM of the bot process, read just before it is stopped.
-* API calls/update: Bot API requests the bot made per update (netcoach shows "typing", edits
-  the menu and answers button presses; the echo bot sends one message).
+* API calls/update: Bot API requests the bot made per update, getUpdates not counted (netcoach
+  answers button presses and edits the menu; the echo bot sends one message per update).
+
+Telegram allows a bot about 30 messages per second, and netcoach's rate limiter enforces that
+(``NETCOACH_MAX_SEND_RATE``, default 30). By default both bots run with the limiter off, so the
+figures show what the software costs; ``--rate 30`` shows the production ceiling instead.
 
 Everything is bounded: a step waits at most ``--step-timeout`` seconds; the bot is stopped with
 SIGTERM (then SIGKILL) at the end of each run; only 127.0.0.1 is used.
@@ -48,7 +55,6 @@ import random
 import resource
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile

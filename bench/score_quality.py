@@ -9,7 +9,9 @@ Reads ``bench/data/turns_<split>.jsonl`` (``{"id","context","text","label"}``) a
 prints: per-class precision / recall / F1, macro-F1 and the confusion matrix over all labelled turns (the
 user turns inside conversations count as turns too, each read with the conversation before it as context);
 the Spearman correlation of focus_score with gold_score and the verdict accuracy over conversations; and
-the throughput in turns/s on one core (the whole turn set scored repeatedly, caches cleared each pass).
+the throughput in turns/s on one core (the whole turn set scored repeatedly; the memos of whole inputs are
+cleared before every pass, so no turn is ever answered from a cache; per-token memos stay warm, as in a
+running bot).
 ``--errors`` lists the misclassified items. Plain stdlib.
 """
 
@@ -164,7 +166,7 @@ def evaluate(split: str = "heldout", scorer=None, data_dir: Path = DATA) -> dict
 
 
 def throughput(ex, scorer_factory, min_seconds: float = 2.0) -> float:
-    """Turns per second on one core; the scorer's memo caches are cleared before every pass."""
+    """Turns per second on one core; whole-input memos are cleared before every pass (see module doc)."""
     try:
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     except (AttributeError, OSError):

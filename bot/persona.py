@@ -140,6 +140,7 @@ class OfflinePersona:
         self.lines: dict[str, list[str]] = wording(self.wording_file)["lines"]
         self.injection_markers: list[str] = wording(self.wording_file)["injection_markers"]
         self.leisure_markers: list[str] = wording(self.wording_file)["leisure_markers"]
+        self.challenge_markers: list[str] = wording(self.wording_file)["challenge_markers"]
 
     async def reply(
         self, scenario: Scenario, state: PersonaState, history: Sequence[Turn], user_text: str, reading: Reading
@@ -167,9 +168,16 @@ class OfflinePersona:
             ctx["topic"] = issue_hits[0].topic
             return PersonaReply(self._toned(state, self._stock(state, "deflect_issue", ctx), ctx))
         topics = [t for t in topics if t.kind != "issues" or state.issues_earned]
+        asks_challenges = reading.label == "other_focus" and any(m in lowered for m in self.challenge_markers)
+        small_talk_question = bool(intents & {"small_talk", "greeting"}) and "asks_what_they_do" not in intents
 
         if topics:
             text = self._talk_about(state, self._freshest(state, topics), ctx)
+        elif asks_challenges:
+            # "What's been hardest lately?": the moment issues come out, if trust was earned.
+            text = self._open_up_issue(scenario, state, ctx)
+        elif small_talk_question:
+            text = self._pick(state, "small_talk", list(persona.small_talk) + self._stock_options("small_talk", ctx))
         elif "asks_what_they_do" in intents and not any(m in lowered for m in self.leisure_markers):
             text = self._pick(state, "self_intro", list(persona.self_intro))
         elif "offer_help" in intents:
@@ -210,6 +218,16 @@ class OfflinePersona:
             topics,
             key=lambda t: (len(t.says) - state.revealed.get(t.key, 0) > 0, t.key == state.last_topic, -topics.index(t)),
         )
+
+    def _open_up_issue(self, scenario: Scenario, state: PersonaState, ctx: dict[str, str]) -> str:
+        if not state.issues_earned:
+            return self._stock(state, "deflect_issue", ctx)
+        issues = scenario.persona.issues
+        current = next((t for t in issues if t.key == state.last_topic), None)
+        if current and state.revealed.get(current.key, 0) < len(current.says):
+            return self._talk_about(state, current, ctx)
+        fresh = next((t for t in issues if state.revealed.get(t.key, 0) < len(t.says)), None)
+        return self._talk_about(state, fresh, ctx) if fresh else self._stock(state, "talked_out", ctx)
 
     def _continue_or_open_up(self, scenario: Scenario, state: PersonaState, ctx: dict[str, str], follow_up: bool) -> str:
         persona = scenario.persona

@@ -62,13 +62,28 @@ class Store(Protocol):
     def user_ids(self) -> list[str]: ...
 
 
+_UNREAD = object()
+
+
 class AtomicJSONStorage(Storage):
-    """TinyDB storage that never leaves a half-written file behind."""
+    """TinyDB storage that never leaves a half-written file behind.
+
+    One instance serves one store operation, opened and closed while the user's locks are held,
+    so nobody else can change the file meanwhile: the document is parsed once and then kept.
+    (TinyDB reads its storage afresh for every table access: three or four parses of the same
+    file per operation otherwise.)
+    """
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
+        self._data: Any = _UNREAD
 
     def read(self) -> dict[str, Any] | None:
+        if self._data is _UNREAD:
+            self._data = self._load()
+        return self._data
+
+    def _load(self) -> dict[str, Any] | None:
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
@@ -86,10 +101,12 @@ class AtomicJSONStorage(Storage):
         return data
 
     def write(self, data: dict[str, Any]) -> None:
+        self._data = _UNREAD  # if the write fails, the next read sees the file as it is
         atomic_write_bytes(self.path, json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+        self._data = data
 
     def close(self) -> None:
-        pass
+        self._data = _UNREAD
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:

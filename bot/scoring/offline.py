@@ -222,7 +222,11 @@ def analyse(rec: IntentRecogniser, text: str, context: Sequence[Turn] = ()) -> A
         intents & {"acknowledge", "asks_about_them_stmt"} or not intents
     ):
         intents.add("accepts_their_story")  # "yes!" / "please do" to "want to see it?"
-    if "own_offering" in intents and not asked and (is_q or norm.n_words > 20 or intents & {"money_talk", "sales_opener"}):
+    intro_then_question = "asks_what_they_do" in intents and norm.n_words <= 20  # "we're a design studio - and you?"
+    if "own_offering" in intents and not intro_then_question and (
+        (not asked and (is_q or norm.n_words > 20 or intents & {"money_talk", "sales_opener"}))
+        or (asked and is_q and norm.n_words > 15)  # an answer that turns into a qualifying question
+    ):
         # describing one's own product unasked, and then asking / going on about it: promoting it
         intents.add("self_promotion")
     self_ish = bool(intents & {"self_disclosure", "self_talk"})
@@ -518,6 +522,8 @@ def _rule(a: Analysis) -> str | None:
     if so and not sp:
         if so <= {"asks_about_them", "follow_up"} and a.social_q and a.n_words <= 15:
             return "neutral"  # "do you know when the panel starts?", "how are you?", "enjoying the show?"
+        if so <= {"offer_help", "propose_follow_up"} and f.get("c:partner_accepts") and not a.features.get("q:any") and a.n_words <= 15:
+            return "neutral"  # "Great, I'll email you both tonight." after they said yes: following through
         if so <= {"asks_about_them", "asks_what_they_do"} and f.get("c:partner_small_talk") and a.n_words <= 6:
             return "neutral"  # "And you?" to "how are you?"
         if so <= {"asks_about_them"} and it & (SOCIAL - {"acknowledge"}):
