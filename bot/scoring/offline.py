@@ -69,6 +69,7 @@ STRONG_NEUTRAL = frozenset({"greeting", "thanks", "closing", "logistics"})
 SOCIAL = frozenset({"greeting", "thanks", "closing", "acknowledge", "small_talk", "logistics"})
 _FIRST = frozenset("i me my mine myself we us our ours ourselves".split())
 _SECOND = frozenset("you your yours yourself yourselves".split())
+_WE = frozenset("we our ours us".split())
 _ANAPHORA = frozenset("that it this those these there they them".split())
 
 DEFAULT_FOCUS = {
@@ -92,6 +93,7 @@ class Analysis:
     n_words: int
     prev_pitch: bool
     social_q: bool
+    company_voice: bool
     social_only: bool
 
 
@@ -173,6 +175,16 @@ def analyse(rec: IntentRecogniser, text: str, context: Sequence[Turn] = ()) -> A
     elif n_second > n_first:
         f["pr:you>i"] = 1.0
     f["pr:first"] = min(n_first / n, 0.5) * 2
+    # "company voice": a statement in the first person plural ("we do...", "our clients...") next to a
+    # question is how pitches that ask about the other person usually sound
+    company_voice = any(
+        not s.question and (_WE & set(s.tokens)) and not (s.tokens[:2] in (("let", "us"), ("we", "should")))
+        for s in sents
+    )
+    if company_voice:
+        f["cv:any"] = 1.0
+        if is_q:
+            f["cv:with_q"] = 1.0
     f["pr:second"] = min(n_second / n, 0.5) * 2
 
     # ---- overlap with the partner's last line
@@ -297,6 +309,7 @@ def analyse(rec: IntentRecogniser, text: str, context: Sequence[Turn] = ()) -> A
         n_words=norm.n_words,
         prev_pitch=prev_pitch,
         social_q=social_q,
+        company_voice=company_voice,
         social_only=social_only,
     )
 
@@ -528,6 +541,8 @@ def _rule(a: Analysis) -> str | None:
             return "neutral"  # "And you?" to "how are you?"
         if so <= {"asks_about_them"} and it & (SOCIAL - {"acknowledge"}):
             return None  # "first time here?": small talk shaped as a question
+        if a.company_voice and so <= {"asks_about_them", "follow_up", "asks_what_they_do"}:
+            return None  # "we do X" next to a question: the model weighs which dominates
         if a.prev_pitch and so <= {"asks_about_them", "follow_up"}:
             return None  # a question right after one's own pitch may well be a qualifying one
         if it & {"sales_opener", "money_talk"}:
