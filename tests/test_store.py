@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -118,19 +117,6 @@ def test_read_only_data_dir_gives_a_clear_error(store: TinyDBStore, data_dir: Pa
         finally:
             (data_dir / "users").chmod(0o700)
         assert store.get("u1", "t", "k") == {"a": 1}
-
-
-def test_concurrent_updates_from_threads_lose_nothing(store: TinyDBStore) -> None:
-    def bump() -> None:
-        for _ in range(25):
-            store.update("u1", "counter", "c", lambda r: {"n": (r or {"n": 0})["n"] + 1})
-
-    threads = [threading.Thread(target=bump) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert store.get("u1", "counter", "c") == {"n": 100}
 
 
 WRITER = """

@@ -119,18 +119,26 @@ async def coaches_command(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
     await update.effective_message.reply_html("\n".join(lines), reply_markup=InlineKeyboardMarkup(buttons))
 
 
+async def coach_gate(update: Update, context: ContextTypes.DEFAULT_TYPE) -> str | None:
+    """The caller's id if they are a coach and typed no ids as arguments; else answer and None."""
+    uid = user_key(update)
+    if not await io_call(coaching(context).is_coach, uid):
+        await update.effective_message.reply_html(text("not_coach"))
+        return None
+    if _has_id_args(context):
+        await update.effective_message.reply_html(text("no_ids"))
+        return None
+    return uid
+
+
 # -- /assign ------------------------------------------------------------------------------------
 
 
 async def assign_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    uid = user_key(update)
+    uid = await coach_gate(update, context)
+    if uid is None:
+        return
     co = coaching(context)
-    if not await io_call(co.is_coach, uid):
-        await update.effective_message.reply_html(text("not_coach"))
-        return
-    if _has_id_args(context):
-        await update.effective_message.reply_html(text("no_ids"))
-        return
     trainees = await io_call(co.trainees, uid)
     if not trainees:
         await update.effective_message.reply_html(text("no_trainees"))
@@ -246,15 +254,11 @@ async def deliver_assignment_job(app: Application, job: Job) -> None:
 
 
 async def roster_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    uid = user_key(update)
+    uid = await coach_gate(update, context)
+    if uid is None:
+        return
     co = coaching(context)
     message = update.effective_message
-    if not await io_call(co.is_coach, uid):
-        await message.reply_html(text("not_coach"))
-        return
-    if _has_id_args(context):
-        await message.reply_html(text("no_ids"))
-        return
     rows = await io_call(co.roster, uid)
     if not rows:
         await message.reply_html(text("no_trainees"))
@@ -294,11 +298,10 @@ def _csv_safe(value: str) -> str:
 
 
 async def scenarios_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    uid = user_key(update)
-    co = coaching(context)
-    if not await io_call(co.is_coach, uid):
-        await update.effective_message.reply_html(text("not_coach"))
+    uid = await coach_gate(update, context)
+    if uid is None:
         return
+    co = coaching(context)
     own = await io_call(co.own_scenarios, uid)
     if not own:
         await update.effective_message.reply_html(text("scenarios_empty"))
