@@ -24,7 +24,7 @@ from bot.llm.combine import combine
 from bot.persona import OfflinePersona, PersonaEngine, PersonaState, Reading, update_engagement
 from bot.scenarios import Scenario, ScenarioLibrary
 from bot.scoring import OfflineScorer, Turn
-from bot.store import Store
+from bot.store import Store, read_call
 
 SESSIONS = "sessions"
 PROFILE = "profile"
@@ -82,6 +82,8 @@ class TurnResult:
     label: str
     engagement: int
     engagement_change: int
+    session_id: str = ""
+    partner: str = ""  # the persona's first name
 
 
 class PracticeEngine:
@@ -118,8 +120,11 @@ class PracticeEngine:
         return self.clock().isoformat(timespec="seconds")
 
     async def _io(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Store calls fsync; run them off the event loop so other users are not held up."""
+        """Store writes fsync; run them off the event loop so other users are not held up."""
         return await asyncio.to_thread(fn, *args)
+
+    async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await read_call(self.store, fn, *args)
 
     def _persona_for(self, session: Session) -> PersonaEngine:
         if self.persona is None:
@@ -137,13 +142,18 @@ class PracticeEngine:
     def _save(self, session: Session) -> None:
         self.store.put(session.user_id, SESSIONS, session.id, session.to_dict())
 
-    def _set_active(self, user_id: str, session_id: str | None) -> None:
-        def change(profile: dict[str, Any] | None) -> dict[str, Any]:
-            profile = dict(profile or {})
-            profile["active_session"] = session_id
-            return profile
+    def _save_and_point(self, user_id: str, sessions: list[Session], active_id: str | None) -> None:
+        """Save sessions and the profile's pointer to the active one in a single atomic write:
+        a crash can never leave the pointer aiming at a session that was not saved."""
 
-        self.store.update(user_id, PROFILE, PROFILE, change)
+        def point(profile: dict[str, Any] | None) -> dict[str, Any]:
+            return {**(profile or {}), "active_session": active_id}
+
+        changes: dict[tuple[str, str], Any] = {
+            (SESSIONS, s.id): (lambda _old, data=s.to_dict(): data) for s in sessions
+        }
+        changes[(PROFILE, PROFILE)] = point
+        self.store.update_many(user_id, changes)
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -173,11 +183,10 @@ class PracticeEngine:
         if scenario is None:
             raise SessionError(f"There is no scenario called {scenario_id!r}.")
         async with self._lock(user_id):
-            previous = await self._io(self.active, user_id)
+            previous = await self._read(self.active, user_id)
             if previous is not None:
                 previous.status = "abandoned"
                 previous.ended_at = self._now()
-                await self._io(self._save, previous)
             session = Session(
                 id=f"{self.clock():%Y%m%d%H%M%S}-{secrets.token_hex(3)}",
                 user_id=user_id,
@@ -186,8 +195,7 @@ class PracticeEngine:
                 persona=PersonaState.initial(scenario),
             )
             session.turns.append({"role": "partner", "text": scenario.persona.opening_line, "at": self._now()})
-            await self._io(self._save, session)
-            await self._io(self._set_active, user_id, session.id)
+            await self._io(self._save_and_point, user_id, [*([previous] if previous else []), session], session.id)
             return session
 
     async def say(self, user_id: str, text: str) -> TurnResult:
@@ -198,7 +206,7 @@ class PracticeEngine:
         if len(text) > MAX_TURN_CHARS:
             raise SessionError(f"That message is too long ({len(text)} characters; at most {MAX_TURN_CHARS}).")
         async with self._lock(user_id):
-            session = await self._io(self.active, user_id)
+            session = await self._read(self.active, user_id)
             if session is None:
                 raise SessionError("No role-play is running. Start one with /practice.")
             scenario = self.scenario_for(session)
@@ -217,11 +225,12 @@ class PracticeEngine:
             if reply.left:
                 session.persona.left = True
             await self._io(self._save, session)
-            return TurnResult(reply.text, reply.left, score.label, session.persona.engagement, change)
+            return TurnResult(reply.text, reply.left, score.label, session.persona.engagement, change,
+                              session.id, scenario.persona.first_name)
 
     async def hint(self, user_id: str) -> str:
         async with self._lock(user_id):
-            session = await self._io(self.active, user_id)
+            session = await self._read(self.active, user_id)
             if session is None:
                 raise SessionError("Hints are for a role-play in progress. Start one with /practice.")
             scenario, turns = self.scenario_for(session), session.transcript()
@@ -236,7 +245,7 @@ class PracticeEngine:
     async def end(self, user_id: str) -> tuple[Session, Debrief]:
         """Finish the role-play in progress, score it and keep the result."""
         async with self._lock(user_id):
-            session = await self._io(self.active, user_id)
+            session = await self._read(self.active, user_id)
             if session is None:
                 raise SessionError("No role-play is running. Start one with /practice.")
             scenario = self.scenario_for(session)
@@ -255,20 +264,18 @@ class PracticeEngine:
             }
             if judgement is not None:
                 session.result["judgement"] = judgement.to_dict()
-            await self._io(self._save, session)
-            await self._io(self._set_active, user_id, None)
+            await self._io(self._save_and_point, user_id, [session], None)
             return session, debrief
 
     async def cancel(self, user_id: str) -> bool:
         """Drop the role-play in progress without scoring it. Returns False if there was none."""
         async with self._lock(user_id):
-            session = await self._io(self.active, user_id)
+            session = await self._read(self.active, user_id)
             if session is None:
                 return False
             session.status = "abandoned"
             session.ended_at = self._now()
-            await self._io(self._save, session)
-            await self._io(self._set_active, user_id, None)
+            await self._io(self._save_and_point, user_id, [session], None)
             return True
 
     def debrief(self, user_id: str, session_id: str) -> Debrief | None:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -88,6 +89,46 @@ def test_failed_write_leaves_previous_file_valid(store: TinyDBStore, data_dir: P
     assert path.read_bytes() == before
     assert store.get("u1", "sessions", "s1") == {"turns": ["first"]}
     assert [p.name for p in path.parent.iterdir() if p.suffix == ".tmp"] == []
+
+
+def test_one_operation_writes_the_file_once(store: TinyDBStore, data_dir: Path, monkeypatch) -> None:
+    """A new user's first record, or several records changed together, cost one durable write
+    (each one is an fsync: the slowest thing a turn does)."""
+    replaced: list[str] = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (replaced.append(str(dst)), real_replace(src, dst))[1])
+    store.put("u1", "sessions", "s1", {"n": 1})  # also stamps the schema version of the new file
+    store.update_many("u1", {("sessions", "s1"): lambda r: {"n": 2}, ("sessions", "s2"): lambda r: {"n": 1},
+                             ("profile", "profile"): lambda p: {"active_session": "s2"}})
+    assert len(replaced) == 2
+    doc = json.loads((data_dir / "users" / "u1.json").read_text())
+    assert doc["_meta"]["1"]["schema_version"] == SCHEMA_VERSION and len(doc["sessions"]) == 2
+
+
+def test_reads_do_not_wait_for_a_writer(store: TinyDBStore, data_dir: Path) -> None:
+    """Files are replaced whole, so a reader needs no lock: while a slow write holds the user's
+    locks, reads still answer at once, with the last committed data."""
+    store.put("u1", "profile", "profile", {"goal": "ask more"})
+    inside, release = threading.Event(), threading.Event()
+
+    def slow(profile):
+        inside.set()
+        release.wait(10)
+        return {**profile, "goal": "listen more"}
+
+    writer = threading.Thread(target=store.update, args=("u1", "profile", "profile", slow))
+    writer.start()
+    try:
+        assert inside.wait(10)
+        got: list = []
+        reader = threading.Thread(target=lambda: got.append(store.get("u1", "profile", "profile")))
+        reader.start()
+        reader.join(5)
+        assert got == [{"goal": "ask more"}]
+    finally:
+        release.set()
+        writer.join(10)
+    assert store.get("u1", "profile", "profile") == {"goal": "listen more"}
 
 
 def test_corrupt_file_is_reported_and_left_alone(store: TinyDBStore, data_dir: Path) -> None:

@@ -63,6 +63,23 @@ class MemoryStore:
                 rows[key] = self._copy(new)
             return new
 
+    def update_many(self, user_id: str, changes: dict[tuple[str, str], Callable]) -> dict[tuple[str, str], Any]:
+        with self._lock(user_id):
+            tables = self._users.setdefault(user_id, {})
+            staged = {name: dict(rows) for name, rows in tables.items()}  # applied only if every change succeeds
+            results = {}
+            for (table, key), change in changes.items():
+                rows = staged.setdefault(table, {})
+                old = rows.get(key)
+                new = change(self._copy(old) if old is not None else None)
+                if new is None:
+                    rows.pop(key, None)
+                else:
+                    rows[key] = self._copy(new)
+                results[(table, key)] = new
+            self._users[user_id] = staged
+            return results
+
     def all(self, user_id: str, table: str) -> list[dict[str, Any]]:
         with self._lock(user_id):
             return [self._copy(r) for r in self._users.get(user_id, {}).get(table, {}).values()]
@@ -91,7 +108,7 @@ def backend(request: pytest.FixtureRequest, data_dir: Path) -> Store:
 
 
 def test_both_backends_implement_the_protocol(backend: Store) -> None:
-    for name in ("get", "put", "update", "all", "delete", "export_user", "delete_user", "user_ids"):
+    for name in ("get", "put", "update", "update_many", "all", "delete", "export_user", "delete_user", "user_ids"):
         assert callable(getattr(backend, name)), name
 
 
@@ -125,6 +142,26 @@ def test_update_is_read_modify_write_and_none_deletes(backend: Store) -> None:
     assert backend.delete("u1", "t", "k") is False
     backend.put("u1", "t", "k", {"x": 1})
     assert backend.delete("u1", "t", "k") is True
+
+
+def test_update_many_applies_all_changes_or_none(backend: Store) -> None:
+    backend.put("u1", "profile", "profile", {"goal": "listen more", "active_session": "s1"})
+    backend.put("u1", "sessions", "s1", {"status": "active"})
+
+    def boom(_old: dict[str, Any] | None) -> dict[str, Any]:
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError):
+        backend.update_many("u1", {("sessions", "s1"): lambda r: {**r, "status": "ended"},
+                                   ("profile", "profile"): boom})
+    assert backend.get("u1", "sessions", "s1") == {"status": "active"}  # the first change was not kept either
+
+    got = backend.update_many("u1", {("sessions", "s1"): lambda r: {**r, "status": "ended"},
+                                     ("sessions", "s2"): lambda r: {"status": "active"},
+                                     ("profile", "profile"): lambda p: {**p, "active_session": "s2"}})
+    assert got[("profile", "profile")] == {"goal": "listen more", "active_session": "s2"}
+    assert [r["status"] for r in backend.all("u1", "sessions")] == ["ended", "active"]
+    assert backend.get("u1", "profile", "profile")["active_session"] == "s2"
 
 
 def test_concurrent_updates_lose_nothing(backend: Store) -> None:

@@ -164,13 +164,13 @@ async def assign_step(update: Update, context: ContextTypes.DEFAULT_TYPE, uid: s
         form.update(step="scenario", who=chosen)
         scenarios = [*co.library.all(), *await io_call(co.own_scenarios, uid)]
         rows = [[InlineKeyboardButton(s.title[:50], callback_data=f"as:scenario:{s.id}")] for s in scenarios]
-        await message.reply_html(text("assign_scenario"), reply_markup=InlineKeyboardMarkup(rows))
+        ask = text("assign_scenario"), InlineKeyboardMarkup(rows)
     elif step == "scenario":
         if await io_call(co.scenario, uid, value) is None:
             return False
         form.update(step="due", scenario=value)
         buttons = [InlineKeyboardButton(p, callback_data=f"as:due:{p}") for p in ("in 3 days", "in 7 days", "in 14 days")]
-        await message.reply_html(text("assign_due"), reply_markup=InlineKeyboardMarkup([buttons]))
+        ask = text("assign_due"), InlineKeyboardMarkup([buttons])
     elif step == "due":
         tz = await io_call(_tz, context, uid)
         try:
@@ -183,7 +183,7 @@ async def assign_step(update: Update, context: ContextTypes.DEFAULT_TYPE, uid: s
             return True
         form.update(step="target", due=due.isoformat())
         buttons = [InlineKeyboardButton(str(t), callback_data=f"as:target:{t}") for t in TARGETS]
-        await message.reply_html(text("assign_target"), reply_markup=InlineKeyboardMarkup([buttons]))
+        ask = text("assign_target"), InlineKeyboardMarkup([buttons])
     elif step in ("target", "attempts"):
         lo, hi = (0, 100) if step == "target" else (1, 20)
         if not value.strip().isdigit() or not lo <= int(value) <= hi:
@@ -192,12 +192,14 @@ async def assign_step(update: Update, context: ContextTypes.DEFAULT_TYPE, uid: s
         if step == "target":
             form.update(step="attempts", target=int(value))
             buttons = [InlineKeyboardButton(str(a), callback_data=f"as:attempts:{a}") for a in ATTEMPTS]
-            await message.reply_html(text("assign_attempts"), reply_markup=InlineKeyboardMarkup([buttons]))
+            ask = text("assign_attempts"), InlineKeyboardMarkup([buttons])
         else:
             await io_call(update_profile, context, uid, form=None)
             await finish_assign(update, context, uid, form, int(value))
             return True
+    # Saved before the next question goes out: an answer tapped at once must find the form at this step.
     await io_call(update_profile, context, uid, form=form)
+    await message.reply_html(ask[0], reply_markup=ask[1])
     return True
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import contextlib
+from typing import Any, AsyncIterator
 
-from telegram import Update
+from telegram import CallbackQuery, Update
+from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
 from bot.session import PracticeEngine
+from bot.store import read_call
 
 
 def engine_of(context: ContextTypes.DEFAULT_TYPE) -> PracticeEngine:
@@ -32,5 +35,22 @@ def update_profile(context: ContextTypes.DEFAULT_TYPE, uid: str, **changes: Any)
 
 
 async def io_call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Store calls touch disk (and fsync); keep them off the event loop."""
+    """Store writes touch disk (and fsync); keep them off the event loop."""
     return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+async def io_read(context: ContextTypes.DEFAULT_TYPE, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """A read-only store call: inline if the store's reads never wait (see ``bot.store.read_call``)."""
+    return await read_call(engine_of(context).store, fn, *args, **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def answering(query: CallbackQuery) -> AsyncIterator[None]:
+    """Answer a button press while the work it asked for goes on: the client's spinner stops as
+    soon as Telegram hears back, and the visible reply does not wait for that round trip."""
+    task = asyncio.create_task(query.answer())
+    try:
+        yield
+    finally:
+        with contextlib.suppress(TelegramError):
+            await task

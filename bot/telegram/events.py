@@ -21,7 +21,7 @@ from telegram.ext import Application, ContextTypes
 from bot.events import EventBook, EventError
 from bot.reflection import Reflection
 from bot.schedule import Job, PermanentDeliveryError
-from bot.telegram.common import io_call, profile_of, update_profile, user_key
+from bot.telegram.common import io_call, io_read, profile_of, update_profile, user_key
 from bot.templates import render_html_string, wording
 from bot.timeparse import TimeParseError, parse_timezone, parse_when
 
@@ -58,7 +58,7 @@ async def event_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     uid = user_key(update)
     name = " ".join(context.args or [])[:120]
     form = {"kind": "event", "step": "tz", "name": name}
-    profile = await io_call(profile_of, context, uid)
+    profile = await io_read(context, profile_of, context, uid)
     if profile.get("tz"):
         form["step"] = "when" if name else "name"
     await io_call(update_profile, context, uid, form=form)
@@ -94,7 +94,7 @@ async def form_input(update: Update, context: ContextTypes.DEFAULT_TYPE, uid: st
     """One answer to the event form, typed or from a button."""
     message = update.effective_message
     events = book(context)
-    profile = await io_call(profile_of, context, uid)
+    profile = await io_read(context, profile_of, context, uid)
     form = profile.get("form")
     if not form:
         return
@@ -139,10 +139,10 @@ def _prep_of(events: EventBook, uid: str, event_id: str) -> datetime | None:
     return job.due if job else None
 
 
-async def on_form_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> bool:
-    """Route typed text to a form or reflection in progress; False if there is none."""
+async def on_form_text(update: Update, context: ContextTypes.DEFAULT_TYPE, profile: dict[str, Any]) -> bool:
+    """Route typed text to a form or reflection in progress (as ``profile`` records it); False if
+    there is none."""
     uid = user_key(update)
-    profile = await io_call(profile_of, context, uid)
     form = profile.get("form")
     if form and form.get("kind") == "assign":
         from bot.telegram.coach import on_form_text as coach_form_text
@@ -158,7 +158,7 @@ async def on_form_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> bo
 
 
 async def cancel_forms(context: ContextTypes.DEFAULT_TYPE, uid: str) -> bool:
-    profile = await io_call(profile_of, context, uid)
+    profile = await io_read(context, profile_of, context, uid)
     if profile.get("form") or profile.get("reflection"):
         await io_call(update_profile, context, uid, form=None, reflection=None)
         return True
@@ -231,7 +231,7 @@ async def ask_reflection(message, reflection: Reflection) -> None:
 async def reflection_input(update: Update, context: ContextTypes.DEFAULT_TYPE, uid: str, value: str | None) -> None:
     """An answer (or a skip when ``value`` is None) to the current reflection question."""
     message = update.effective_message
-    profile = await io_call(profile_of, context, uid)
+    profile = await io_read(context, profile_of, context, uid)
     data = profile.get("reflection")
     if not data:
         return
@@ -281,7 +281,7 @@ async def on_event_button(update: Update, context: ContextTypes.DEFAULT_TYPE, ar
     query = update.callback_query
     uid = user_key(update)
     events = book(context)
-    profile = await io_call(profile_of, context, uid)
+    profile = await io_read(context, profile_of, context, uid)
     message = query.message
     if area == "ev" and action in ("tz", "when", "hope"):
         form = profile.get("form")

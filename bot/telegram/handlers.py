@@ -31,7 +31,7 @@ from bot.session import PracticeEngine, Session, SessionError
 from bot.store import StoreError
 from bot.telegram import coach
 from bot.telegram import events as ev
-from bot.telegram.common import engine_of, io_call, profile_of, update_profile, user_key
+from bot.telegram.common import answering, engine_of, io_call, io_read, profile_of, update_profile, user_key
 from bot.telegram.formatting import button, say, split_message
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         return
     uid = user_key(update)
     first_name = update.effective_user.first_name if update.effective_user else ""
-    profile = await io_call(profile_of, context, uid)
+    profile = await io_read(context, profile_of, context, uid)
     markup = InlineKeyboardMarkup([[InlineKeyboardButton(button("practice"), callback_data="m:practice")]])
     if profile.get("goal"):
         await update.effective_message.reply_html(say("welcome_back", first_name=first_name, goal=profile["goal"]),
@@ -132,7 +132,7 @@ async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
 
 
 async def practice(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    extra = await io_call(coach.coaching(context).scenarios_for, user_key(update))
+    extra = await io_read(context, coach.coaching(context).scenarios_for, user_key(update))
     await update.effective_message.reply_html(
         say("pick_scenario", difficulty=None), reply_markup=scenario_keyboard(engine_of(context), None, extra)
     )
@@ -167,7 +167,7 @@ async def finish_session(message: Message, context: ContextTypes.DEFAULT_TYPE, u
 async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     uid = user_key(update)
     cancelled = await ev.cancel_forms(context, uid) or await engine_of(context).cancel(uid)
-    profile = await io_call(profile_of, context, uid)
+    profile = await io_read(context, profile_of, context, uid)
     if profile.get("awaiting"):
         await io_call(update_profile, context, uid, awaiting=None)
         cancelled = True
@@ -176,7 +176,7 @@ async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 async def history(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     engine = engine_of(context)
-    sessions = list(reversed(await io_call(engine.history, user_key(update))))
+    sessions = list(reversed(await io_read(context, engine.history, user_key(update))))
     if not sessions:
         await update.effective_message.reply_html(say("history_empty"))
         return
@@ -202,7 +202,7 @@ async def progress(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def send_progress(message: Message, context: ContextTypes.DEFAULT_TYPE, uid: str) -> None:
-    sessions = await io_call(engine_of(context).history, uid)
+    sessions = await io_read(context, engine_of(context).history, uid)
     scores = [int((s.result or {}).get("focus_score", 0)) for s in sessions]
     if len(scores) < 2:
         await message.reply_html(say("progress_few", n=len(scores), score=scores[0] if scores else 0))
@@ -265,13 +265,12 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if not has_visible_text(message.text or ""):
         await message.reply_html(say("empty_text"))
         return
-    if await ev.on_form_text(update, context):
-        return
     uid = user_key(update)
     engine = engine_of(context)
-    session = await io_call(engine.active, uid)
-    if session is None:
-        profile = await io_call(profile_of, context, uid)
+    profile = await io_read(context, profile_of, context, uid)
+    if await ev.on_form_text(update, context, profile):
+        return
+    if not profile.get("active_session"):
         if profile.get("awaiting") == "goal":
             goal = message.text.strip()[:200]
             await io_call(update_profile, context, uid, goal=goal, awaiting=None)
@@ -286,13 +285,13 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     except SessionError as exc:
         await message.reply_text(str(exc))
         return
-    name = engine.scenario_for(session).persona.first_name
+    name = result.partner
     if result.left:
         await message.reply_html(say("partner_says", name=name, text=result.reply))
         await message.reply_html(say("partner_left", name=name))
         await finish_session(message, context, uid)
         return
-    await message.reply_html(say("partner_says", name=name, text=result.reply), reply_markup=session_buttons(session.id))
+    await message.reply_html(say("partner_says", name=name, text=result.reply), reply_markup=session_buttons(result.session_id))
 
 
 async def on_non_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -341,29 +340,29 @@ async def btn_list(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str)
         await _expired(update)
         return
     difficulty = None if arg == "all" else arg
-    await query.answer()
-    text = say("pick_scenario", difficulty=difficulty)
-    extra = await io_call(coach.coaching(context).scenarios_for, user_key(update))
-    markup = scenario_keyboard(engine_of(context), difficulty, extra)
-    if query.message is not None and (query.message.text_html != text or query.message.reply_markup != markup):
-        with contextlib.suppress(TelegramError):  # "message is not modified" and friends
-            await query.edit_message_text(text, parse_mode=ParseMode.HTML, reply_markup=markup)
+    async with answering(query):
+        text = say("pick_scenario", difficulty=difficulty)
+        extra = await io_read(context, coach.coaching(context).scenarios_for, user_key(update))
+        markup = scenario_keyboard(engine_of(context), difficulty, extra)
+        if query.message is not None and (query.message.text_html != text or query.message.reply_markup != markup):
+            with contextlib.suppress(TelegramError):  # "message is not modified" and friends
+                await query.edit_message_text(text, parse_mode=ParseMode.HTML, reply_markup=markup)
 
 
 async def btn_pick(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str) -> None:
     query = update.callback_query
     engine = engine_of(context)
-    scenario = await io_call(coach.coaching(context).scenario, user_key(update), arg)  # only what this user may use
+    scenario = await io_read(context, coach.coaching(context).scenario, user_key(update), arg)  # only what this user may use
     if scenario is None:
         await _expired(update)
         return
-    await query.answer()
-    uid = user_key(update)
-    previous = await io_call(engine.active, uid)
-    session = await engine.start(uid, scenario.id)
-    intro = say("scenario_intro", s=scenario, p=scenario.persona)
-    with contextlib.suppress(TelegramError):
-        await query.edit_message_text(intro, parse_mode=ParseMode.HTML)
+    async with answering(query):
+        uid = user_key(update)
+        previous = await io_read(context, engine.active, uid)
+        session = await engine.start(uid, scenario.id)
+        intro = say("scenario_intro", s=scenario, p=scenario.persona)
+        with contextlib.suppress(TelegramError):
+            await query.edit_message_text(intro, parse_mode=ParseMode.HTML)
     message = query.message
     if previous is not None:
         prev_name = engine.scenario_for(previous).persona.first_name if previous.scenario_id in engine.library else ""
@@ -375,7 +374,7 @@ async def btn_pick(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str)
 
 
 async def _active_matching(update: Update, context: ContextTypes.DEFAULT_TYPE, session_id: str) -> Session | None:
-    session = await io_call(engine_of(context).active, user_key(update))
+    session = await io_read(context, engine_of(context).active, user_key(update))
     return session if session is not None and session.id == session_id else None
 
 
@@ -383,8 +382,8 @@ async def btn_end(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str) 
     if await _active_matching(update, context, arg) is None:
         await update.callback_query.answer(say("expired"))
         return
-    await update.callback_query.answer()
-    await finish_session(update.callback_query.message, context, user_key(update), from_button=True)
+    async with answering(update.callback_query):
+        await finish_session(update.callback_query.message, context, user_key(update), from_button=True)
 
 
 async def btn_hint(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str) -> None:
@@ -399,7 +398,7 @@ async def btn_hint(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str)
 async def btn_show(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str) -> None:
     engine = engine_of(context)
     try:
-        debrief = await io_call(engine.debrief, user_key(update), arg)
+        debrief = await io_read(context, engine.debrief, user_key(update), arg)
     except SessionError:
         debrief = None
     if debrief is None:
@@ -421,7 +420,7 @@ async def btn_menu_progress(update: Update, context: ContextTypes.DEFAULT_TYPE, 
 
 async def btn_skip_goal(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str) -> None:
     uid = user_key(update)
-    profile = await io_call(profile_of, context, uid)
+    profile = await io_read(context, profile_of, context, uid)
     if profile.get("awaiting") != "goal":
         await update.callback_query.answer(say("expired"))
         return
@@ -434,7 +433,7 @@ async def btn_skip_goal(update: Update, context: ContextTypes.DEFAULT_TYPE, arg:
 async def btn_forget(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str) -> None:
     query = update.callback_query
     uid = user_key(update)
-    profile = await io_call(profile_of, context, uid)
+    profile = await io_read(context, profile_of, context, uid)
     token = profile.get("forget_token")
     fresh = datetime.now(timezone.utc).timestamp() - float(profile.get("forget_asked_at") or 0) < FORGET_TOKEN_TTL
     if not token or not fresh or not secrets.compare_digest(token, arg):
