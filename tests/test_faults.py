@@ -388,3 +388,21 @@ async def test_users_folder_blocked_by_a_file(data_dir: Path, caplog: pytest.Log
     logged = [r.getMessage() for r in caplog.records]
     assert any("StoreError: cannot create" in m and str(data_dir / "users") in m for m in logged), logged
     assert (data_dir / "users").read_text() == "not a folder"
+
+
+async def test_an_unparsable_update_is_skipped_not_retried_forever(data_dir: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """One update PTB cannot read (here a message whose ``date`` is not a number) must not block
+    the updates behind it: PTB alone would fetch the same batch again and again."""
+    caplog.set_level(logging.WARNING)
+    async with FakeBotAPI(token=TOKEN) as server, running_bot(server, data_dir):
+        user = server.user()
+        bad = server.enqueue_update("message", {"message_id": 999, "date": "yesterday, private text",
+                                                "chat": {"id": user.id, "type": "private"}, "text": "hi"})
+        user.send_text("/help")
+        reply = await user.next_reply(timeout=10)
+        assert "/practice" in reply.text
+        assert server.pending_updates == 0
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"skipping update {bad['update_id']}" in logged
+    assert "private text" not in logged  # a user's content never reaches the log

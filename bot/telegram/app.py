@@ -14,6 +14,7 @@ from typing import Callable
 
 from telegram import BotCommand, Update
 from telegram.error import BadRequest, NetworkError, TimedOut
+from telegram.request import HTTPXRequest
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -115,6 +116,37 @@ class ResilientRateLimiter(AIORateLimiter):
                 delay *= 2
 
 
+class TolerantUpdatesRequest(HTTPXRequest):
+    """The getUpdates connection, made safe against one update PTB cannot parse.
+
+    PTB parses a whole batch of updates at once; one it cannot read (a field from a newer Bot API
+    with an unexpected shape, say) fails the batch, and the updater fetches the same batch again,
+    forever: every user behind it waits. Here each update is checked on its own first and an
+    unreadable one is replaced by its bare ``update_id``: the offset moves past it, no handler
+    matches it, and a warning names only its id (never its content, which is a user's text).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(connection_pool_size=1)  # what PTB's builder uses for getUpdates
+
+    async def post(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        result = await super().post(*args, **kwargs)
+        if isinstance(result, list):
+            result = [_readable_update(item) for item in result]
+        return result
+
+
+def _readable_update(item: object) -> object:
+    if not isinstance(item, dict) or not isinstance(item.get("update_id"), int):
+        return item  # not an update at all: let PTB report the malformed answer
+    try:
+        Update.de_json(item, None)
+    except Exception as exc:
+        log.warning("skipping update %s: it cannot be parsed (%s)", item["update_id"], type(exc).__name__)
+        return {"update_id": item["update_id"]}
+    return item
+
+
 def send_rate_from_env(env: dict[str, str] | None = None) -> float:
     """Requests per second the bot allows itself (``NETCOACH_MAX_SEND_RATE``; 0 = no limiter, for
     benchmarks or a Bot API server without flood limits)."""
@@ -178,6 +210,7 @@ def build_application(
         ApplicationBuilder()
         .token(config.telegram_token)
         .rate_limiter(ResilientRateLimiter(overall_max_rate=send_rate, max_retries=3))
+        .get_updates_request(TolerantUpdatesRequest())
         .concurrent_updates(True)  # users run in parallel; the engine serialises each user's turns
         .post_init(post_init)
         .post_shutdown(post_shutdown)
