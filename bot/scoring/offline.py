@@ -60,7 +60,7 @@ MODEL_PATH = Path(__file__).with_name("model.json")
 
 STRONG_OTHER = frozenset(
     {"asks_about_them", "asks_what_they_do", "asks_about_them_stmt", "follow_up", "reflect", "offer_help",
-     "propose_follow_up", "accepts_their_story"}
+     "propose_follow_up", "accepts_their_story", "advice"}
 )
 STRONG_PITCH = frozenset(
     {"self_promotion", "offer_product", "call_to_action", "prospecting", "ask_favour", "steer_to_self"}
@@ -79,7 +79,17 @@ DEFAULT_FOCUS = {
     "min_words": 1.0,
     "pitch_factor": 1.0,  # a pitch turn weighs this much more than another turn of the same length
     "soft_mix": 0.0,  # 0 = value from the decided label only, 1 = from the model's probabilities only
+    "stretch": 1.0,  # focus = 50 + stretch * (raw - 50): undoes the pull to the middle of uncertain labels
 }
+
+
+def focus_from(num: float, den: float, fp: Mapping[str, float]) -> int:
+    """The 0-100 focus score from the effort-weighted sums (50 when there is no user turn)."""
+    if den <= 0:
+        return 50
+    raw = 100.0 * num / den
+    raw = 50.0 + fp.get("stretch", 1.0) * (raw - 50.0)
+    return max(0, min(100, int(round(raw))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +102,8 @@ class Analysis:
     asked_about_user: bool
     n_words: int
     prev_pitch: bool
+    pitched_before: bool  # the user pitched / described their own offer earlier in the conversation
+    resisted: bool  # the partner pushed back on being sold to (last line or earlier)
     social_q: bool
     company_voice: bool
     social_only: bool
@@ -155,6 +167,21 @@ def analyse(rec: IntentRecogniser, text: str, context: Sequence[Turn] = ()) -> A
     prev_pitch = prev_user is not None and _pitched(rec, prev_user)
     if prev_pitch:
         f["c:prev_user_pitch"] = 1.0  # a "curious" question right after one's own pitch is often qualifying
+    # the whole conversation so far: did the user pitch earlier (not only in their last line)? did the partner
+    # push back ("we're fine", "not really in the market", "I'll think about it")? After either, curiosity is
+    # usually qualifying and short replies are objection handling.
+    n_pitched = sum(1 for t in context if t.role == "user" and _pitched(rec, t.text))
+    pitched_before = n_pitched > 0
+    if pitched_before:
+        f["c:user_pitched_before"] = 1.0
+        if n_pitched >= 2:
+            f["c:user_pitched_2+"] = 1.0
+    resisted_now = "partner_resists" in pflags
+    resisted = resisted_now or any(
+        t.role == "partner" and "partner_resists" in partner_view(rec, t.text).flags for t in context[:-1]
+    )
+    if resisted:
+        f["c:partner_resisted"] = 1.0
 
     # ---- shape
     sents = norm.sentences
@@ -230,7 +257,7 @@ def analyse(rec: IntentRecogniser, text: str, context: Sequence[Turn] = ()) -> A
         intents.add("asks_about_them")
     if "asks_what_they_do" in intents:
         intents.add("asks_about_them")
-    if "partner_offers_to_share" in pflags and norm.n_words <= 6 and not pitchy and (
+    if "partner_offers_to_share" in pflags and "partner_pitches" not in pflags and norm.n_words <= 6 and not pitchy and (
         intents & {"acknowledge", "asks_about_them_stmt"} or not intents
     ):
         intents.add("accepts_their_story")  # "yes!" / "please do" to "want to see it?"
@@ -248,10 +275,21 @@ def analyse(rec: IntentRecogniser, text: str, context: Sequence[Turn] = ()) -> A
         elif "self_disclosure" in intents and norm.n_words > 15 and not is_q:
             intents.discard("self_disclosure")
             intents.add("self_talk")
+    if "advice" in intents:
+        # imperative advice counts as help only in answer to their question or problem, with nothing to sell
+        if pitchy or p_text is None or not (p_statement or "partner_asks_about_user" in pflags or pv_q(rec, p_text)):
+            intents.discard("advice")
+    # a statement that picks up their words without talking about oneself: paraphrase, inference, empathy
+    echo = (
+        not is_q and p_statement and not pitchy and overlap >= 1 and n_first == 0
+        and not intents & {"greeting", "thanks", "closing", "logistics", "small_talk"}
+    )
+    if echo:
+        f["x:stmt_echo"] = 1.0
     for name in intents:
         f["i:" + name] = 1.0
     # how much of the turn each side's intents cover (dominant intent of mixed turns)
-    cover_o = sum(v for k, v in found.items() if INTENT_LABEL.get(k, "") == "other_focus" or k in ("asks_about_them_stmt", "follow_up_phrase"))
+    cover_o = sum(v for k, v in found.items() if INTENT_LABEL.get(k, "") == "other_focus" or k in ("asks_about_them_stmt", "follow_up_phrase", "advice"))
     cover_p = sum(v for k, v in found.items() if k in STRONG_PITCH)
     f["cov:other"] = min(cover_o / n, 1.0)
     f["cov:self"] = min(sum(v for k, v in found.items() if k in ("self_talk", "own_offering", "sales_opener")) / n, 1.0)
@@ -289,6 +327,20 @@ def analyse(rec: IntentRecogniser, text: str, context: Sequence[Turn] = ()) -> A
         f["x:q_plain"] = 1.0
     if "partner_pitches" in pflags and is_q:
         f["x:q|p_pitches"] = 1.0
+    if "partner_has_supplier" in pflags and is_q:
+        f["x:q|p_supplier"] = 1.0  # "how's that working out for you?" after "we use a freelancer": sizing up the incumbent
+    if pitched_before or resisted:
+        ctx_tag = "pitched" if pitched_before else "resisted"
+        if is_q:
+            f["x:q|" + ctx_tag] = 1.0
+        else:
+            f["x:stmt|" + ctx_tag] = 1.0
+        if "follow_up" in intents:
+            f["x:fu|" + ctx_tag] = 1.0
+        if so_any(intents) and not sp_any(intents):
+            f["x:other_only|" + ctx_tag] = 1.0
+        if resisted_now:
+            f["x:after_pushback|" + ("q" if is_q else "stmt")] = 1.0
 
     # ---- words (regularised hard in training)
     prev = "<s>"
@@ -308,10 +360,25 @@ def analyse(rec: IntentRecogniser, text: str, context: Sequence[Turn] = ()) -> A
         asked_about_user=asked,
         n_words=norm.n_words,
         prev_pitch=prev_pitch,
+        pitched_before=pitched_before,
+        resisted=resisted,
         social_q=social_q,
         company_voice=company_voice,
         social_only=social_only,
     )
+
+
+def so_any(intents) -> bool:
+    return bool(STRONG_OTHER.intersection(intents))
+
+
+def sp_any(intents) -> bool:
+    return bool(STRONG_PITCH.intersection(intents))
+
+
+def pv_q(rec: IntentRecogniser, text: str) -> bool:
+    """Whether the partner's line contains a question (memoised through the normaliser)."""
+    return any(s.question for s in rec.normalise(text).sentences)
 
 
 def _pitched(rec: IntentRecogniser, text: str) -> bool:
@@ -330,6 +397,9 @@ def _public_intents(intents: frozenset[str] | set[str], label: str | None = None
     if "accepts_their_story" in out:
         out.discard("accepts_their_story")
         out.add("follow_up")
+    if "advice" in out:
+        out.discard("advice")
+        out.add("offer_help")
     if "asks_about_them_stmt" in out:
         out.discard("asks_about_them_stmt")
         out.add("asks_about_them")
@@ -458,12 +528,11 @@ class OfflineScorer:
         labels = self._model.labels
         best = max(range(len(p)), key=lambda j: (p[j], -j))
         label: str = labels[best]
-        if self._model.use_rules:
-            ruled = _rule(a)
-            if ruled is not None and ruled != label:
-                label = ruled
+        ruled = _rule(a) if self._model.use_rules else None
+        if ruled is not None:
+            label = ruled
         conf = p[self._label_index[label]]
-        if self._model.use_rules and _rule(a) == label:
+        if ruled is not None:
             conf = max(conf, 0.55 + 0.4 * conf)
         return label, round(min(max(conf, 0.0), 1.0), 4), p  # type: ignore[return-value]
 
@@ -492,8 +561,7 @@ class OfflineScorer:
             w, v = turn_effort_value(label, p, other_i, neutral_i, a.n_words, a.social_only, fp)
             num += w * v
             den += w
-        focus = int(round(100.0 * num / den)) if den > 0 else 50
-        focus = max(0, min(100, focus))
+        focus = focus_from(num, den, fp)
         return ConversationScore(focus_score=focus, verdict=verdict_for(focus), turn_scores=tuple(scores))
 
 
@@ -537,14 +605,18 @@ def _rule(a: Analysis) -> str | None:
             return "neutral"  # "do you know when the panel starts?", "how are you?", "enjoying the show?"
         if so <= {"offer_help", "propose_follow_up"} and f.get("c:partner_accepts") and not a.features.get("q:any") and a.n_words <= 15:
             return "neutral"  # "Great, I'll email you both tonight." after they said yes: following through
+        if so <= {"propose_follow_up"} and f.get("c:partner_closing") and a.n_words <= 10 and not f.get("q:any") and (
+            it & {"acknowledge", "thanks", "closing"}
+        ):
+            return "neutral"  # "Likewise, I'll connect on LinkedIn." to "great to meet you, let's keep in touch"
         if so <= {"asks_about_them", "asks_what_they_do"} and f.get("c:partner_small_talk") and a.n_words <= 6:
             return "neutral"  # "And you?" to "how are you?"
         if so <= {"asks_about_them"} and it & (SOCIAL - {"acknowledge"}):
             return None  # "first time here?": small talk shaped as a question
         if a.company_voice and so <= {"asks_about_them", "follow_up", "asks_what_they_do"}:
             return None  # "we do X" next to a question: the model weighs which dominates
-        if a.prev_pitch and so <= {"asks_about_them", "follow_up"}:
-            return None  # a question right after one's own pitch may well be a qualifying one
+        if (a.prev_pitch or a.pitched_before or a.resisted or f.get("x:q|p_supplier")) and so <= {"asks_about_them", "follow_up", "accepts_their_story"}:
+            return None  # a question after one's own pitch, or after they pushed back, may well be a qualifying one
         if it & {"sales_opener", "money_talk"}:
             return None
         if it & {"self_talk", "own_offering"} and so <= {"asks_about_them", "asks_what_they_do", "follow_up"} and (
