@@ -28,6 +28,7 @@ from bot.store import Store, read_call
 
 SESSIONS = "sessions"
 PROFILE = "profile"
+ACTIVE = "active_session"  # the profile field naming the role-play in progress
 MAX_TURN_CHARS = 4096  # Telegram's own limit; the terminal is held to the same
 
 
@@ -147,7 +148,7 @@ class PracticeEngine:
         a crash can never leave the pointer aiming at a session that was not saved."""
 
         def point(profile: dict[str, Any] | None) -> dict[str, Any]:
-            return {**(profile or {}), "active_session": active_id}
+            return {**(profile or {}), ACTIVE: active_id}
 
         changes: dict[tuple[str, str], Any] = {
             (SESSIONS, s.id): (lambda _old, data=s.to_dict(): data) for s in sessions
@@ -160,7 +161,7 @@ class PracticeEngine:
     def active(self, user_id: str) -> Session | None:
         """The user's role-play in progress, if any (read from the store: survives restarts)."""
         profile = self.store.get(user_id, PROFILE, PROFILE) or {}
-        session_id = profile.get("active_session")
+        session_id = profile.get(ACTIVE)
         if not session_id:
             return None
         session = self.get(user_id, session_id)

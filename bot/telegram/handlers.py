@@ -27,7 +27,7 @@ from telegram.ext import ContextTypes
 
 from bot.progress import chart_png, summarise
 from bot.scenarios import DIFFICULTIES, Scenario
-from bot.session import PracticeEngine, Session, SessionError
+from bot.session import ACTIVE, PracticeEngine, Session, SessionError
 from bot.store import StoreError
 from bot.telegram import coach
 from bot.telegram import events as ev
@@ -270,7 +270,7 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     profile = await io_read(context, profile_of, context, uid)
     if await ev.on_form_text(update, context, profile):
         return
-    if not profile.get("active_session"):
+    if not profile.get(ACTIVE):  # no role-play in progress (engine.say re-checks it under the user's lock)
         if profile.get("awaiting") == "goal":
             goal = message.text.strip()[:200]
             await io_call(update_profile, context, uid, goal=goal, awaiting=None)
