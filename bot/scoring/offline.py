@@ -79,7 +79,8 @@ DEFAULT_FOCUS = {
     "min_words": 1.0,
     "pitch_factor": 1.0,  # a pitch turn weighs this much more than another turn of the same length
     "soft_mix": 0.0,  # 0 = value from the decided label only, 1 = from the model's probabilities only
-    "stretch": 1.0,  # focus = 50 + stretch * (raw - 50): undoes the pull to the middle of uncertain labels
+    "stretch": 1.0,  # focus = 50 + stretch * (raw - 50) + shift: undoes the pull to the middle of uncertain labels
+    "shift": 0.0,  # ... and re-centres the score against the verdict boundaries (35 / 70)
 }
 
 
@@ -88,7 +89,7 @@ def focus_from(num: float, den: float, fp: Mapping[str, float]) -> int:
     if den <= 0:
         return 50
     raw = 100.0 * num / den
-    raw = 50.0 + fp.get("stretch", 1.0) * (raw - 50.0)
+    raw = 50.0 + fp.get("stretch", 1.0) * (raw - 50.0) + fp.get("shift", 0.0)
     return max(0, min(100, int(round(raw))))
 
 
@@ -158,6 +159,7 @@ def analyse(rec: IntentRecogniser, text: str, context: Sequence[Turn] = ()) -> A
     for fl in pflags:
         f["c:" + fl] = 1.0
     asked = "partner_asks_about_user" in pflags or "partner_asks_offering" in pflags
+    asked_offer = "partner_asks_offering" in pflags or "partner_requests" in pflags
     p_shares = p_statement and "partner_shares" in pflags
     if p_shares:
         f["c:p_shares_stmt"] = 1.0
@@ -275,6 +277,23 @@ def analyse(rec: IntentRecogniser, text: str, context: Sequence[Turn] = ()) -> A
         elif "self_disclosure" in intents and norm.n_words > 15 and not is_q:
             intents.discard("self_disclosure")
             intents.add("self_talk")
+    # "So people sign up keen and then drift off": a statement opening with "so", about them, right after they
+    # shared something, is a paraphrase even when it shares no word with their line
+    if (
+        p_statement and not is_q and not pitchy and n_first == 0 and sents and sents[0].tokens[:1] == ("so",)
+        and len(sents[0].tokens) >= 4 and not intents & {"greeting", "thanks", "closing", "logistics", "small_talk"}
+    ):
+        intents.add("reflect")
+        f["x:so_paraphrase"] = 1.0
+    # they asked for help / an intro and the user agrees to give it ("Absolutely, I'll email her tonight.")
+    if "partner_asks_help" in pflags and not asked_offer and not pitchy and not is_q and norm.n_words <= 20 and (
+        intents & {"acknowledge", "offer_help", "propose_follow_up"}
+        or any(a == "i" and b in ("will", "can", "could") for a, b in zip(toks, toks[1:]))
+    ):
+        intents.add("offer_help")
+        intents.discard("self_disclosure")
+        intents.discard("self_talk")
+        f["x:agrees_to_help"] = 1.0
     if "advice" in intents:
         # imperative advice counts as help only in answer to their question or problem, with nothing to sell
         if pitchy or p_text is None or not (p_statement or "partner_asks_about_user" in pflags or pv_q(rec, p_text)):
@@ -327,6 +346,8 @@ def analyse(rec: IntentRecogniser, text: str, context: Sequence[Turn] = ()) -> A
         f["x:q_plain"] = 1.0
     if "partner_pitches" in pflags and is_q:
         f["x:q|p_pitches"] = 1.0
+    if "sizing_q" in intents:
+        f["x:sizing|" + ("pitched" if pitched_before else "resisted" if resisted else "plain")] = 1.0
     if "partner_has_supplier" in pflags and is_q:
         f["x:q|p_supplier"] = 1.0  # "how's that working out for you?" after "we use a freelancer": sizing up the incumbent
     if pitched_before or resisted:
@@ -617,7 +638,7 @@ def _rule(a: Analysis) -> str | None:
             return None  # "we do X" next to a question: the model weighs which dominates
         if (a.prev_pitch or a.pitched_before or a.resisted or f.get("x:q|p_supplier")) and so <= {"asks_about_them", "follow_up", "accepts_their_story"}:
             return None  # a question after one's own pitch, or after they pushed back, may well be a qualifying one
-        if it & {"sales_opener", "money_talk"}:
+        if it & {"sales_opener", "money_talk", "sizing_q"}:
             return None
         if it & {"self_talk", "own_offering"} and so <= {"asks_about_them", "asks_what_they_do", "follow_up"} and (
             a.features.get("cov:self", 0.0) >= 0.3 or a.n_words > 25
