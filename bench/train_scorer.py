@@ -191,9 +191,20 @@ def oof(data: Data, l2_int: float, l2_lex: float, k: int = 5) -> np.ndarray:
     return P
 
 
+def conversation_score(idxs, analyses: list[Analysis], P: np.ndarray, labels_pred: list[str], fp) -> int:
+    """The focus score of one conversation (its user turns at ``idxs``) from out-of-fold predictions."""
+    other_i, neutral_i = LABELS.index("other_focus"), LABELS.index("neutral")
+    num = den = 0.0
+    for j in idxs:
+        a = analyses[j]
+        w, v = turn_effort_value(labels_pred[j], P[j], other_i, neutral_i, a.n_words, a.social_only, fp)
+        num += w * v
+        den += w
+    return focus_from(num, den, fp)
+
+
 def focus_fit(convs, conv_index, P: np.ndarray, labels_pred: list[str], analyses: list[Analysis]):
     """Grid-search the focus-score parameters on the train conversations (out-of-fold predictions)."""
-    other_i, neutral_i = LABELS.index("other_focus"), LABELS.index("neutral")
     best = None
     grid = itertools.product([0.25, 0.5, 0.75], [0.25, 0.5, 1.0], [0.4, 0.5, 0.6], [1.0, 1.25, 1.5, 2.0],
                              [0.0, 0.3], [1.0, 1.15, 1.3], [-4.0, 0.0, 4.0])
@@ -202,13 +213,7 @@ def focus_fit(convs, conv_index, P: np.ndarray, labels_pred: list[str], analyses
               "soft_mix": mix, "stretch": stretch, "shift": shift}
         got, gold, right = [], [], 0
         for c, idxs in zip(convs, conv_index):
-            num = den = 0.0
-            for j in idxs:
-                a = analyses[j]
-                w, v = turn_effort_value(labels_pred[j], P[j], other_i, neutral_i, a.n_words, a.social_only, fp)
-                num += w * v
-                den += w
-            s = focus_from(num, den, fp)
+            s = conversation_score(idxs, analyses, P, labels_pred, fp)
             got.append(s)
             gold.append(c["gold_score"])
             right += verdict_for(s) == c.get("gold_verdict")
@@ -239,16 +244,9 @@ def print_errors(ex, analyses, P, pred, convs, conv_index, focus) -> None:
         print(f"    text: {text}")
     if not convs:
         return
-    other_i, neutral_i = LABELS.index("other_focus"), LABELS.index("neutral")
     print("\nconversations, out-of-fold focus score (gold -> got):")
     for c, idxs in zip(convs, conv_index):
-        num = den = 0.0
-        for j in idxs:
-            a = analyses[j]
-            w, v = turn_effort_value(pred[j], P[j], other_i, neutral_i, a.n_words, a.social_only, focus)
-            num += w * v
-            den += w
-        s = focus_from(num, den, focus)
+        s = conversation_score(idxs, analyses, P, pred, focus)
         mark = "" if verdict_for(s) == c.get("gold_verdict") else "  VERDICT WRONG"
         nwrong = sum(1 for j in idxs if ex[j][3] != pred[j])
         print(f"  {c.get('id')}: {c['gold_score']} -> {s} ({nwrong} wrong turns){mark}")

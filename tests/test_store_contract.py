@@ -53,15 +53,7 @@ class MemoryStore:
 
     def update(self, user_id: str, table: str, key: str,
                change: Callable[[dict[str, Any] | None], dict[str, Any] | None]) -> dict[str, Any] | None:
-        with self._lock(user_id):
-            rows = self._users.setdefault(user_id, {}).setdefault(table, {})
-            old = rows.get(key)
-            new = change(self._copy(old) if old is not None else None)
-            if new is None:
-                rows.pop(key, None)
-            else:
-                rows[key] = self._copy(new)
-            return new
+        return self.update_many(user_id, {(table, key): change})[(table, key)]
 
     def update_many(self, user_id: str, changes: dict[tuple[str, str], Callable]) -> dict[tuple[str, str], Any]:
         with self._lock(user_id):
