@@ -17,8 +17,8 @@ Normalisation makes the patterns robust to chat style: lowercase, straight quote
 dropped, filler words removed, money and percentages turned into ``_money_`` / ``_pct_`` tokens.
 
 Everything here is pure Python (``re`` + ``tomllib``), deterministic and thread-safe once built: the
-compiled tables are immutable and the only mutable state is a bounded memo of typo corrections whose
-writes are idempotent.
+compiled tables are immutable and the only mutable state is bounded memos (typo corrections, per-token
+matching plans, compiled branch sets, a turn's match result on its Normalised) whose writes are idempotent.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 import tomllib
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
@@ -183,6 +183,7 @@ def _contr_repl(m: re.Match) -> str:
 
 _TOKEN_RE = re.compile(r"[a-z0-9_]+|[?!.;:\n]")
 _SENT_END = frozenset("?!.;:\n")
+_CONTEXTUAL = frozenset(("id", "ill", "were"))  # tokens whose mapping depends on their neighbours
 
 _QWORDS = frozenset("what how why where when who which whose whom".split())
 _AUX = frozenset("do did does are were is was have has had can could would will should shall may might am".split())
@@ -215,11 +216,19 @@ def _strip_accents(s: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Sentence:
     tokens: tuple[str, ...]  # core tokens (fillers removed)
-    tokset: frozenset[str]
-    bigrams: frozenset[str]  # "w1 w2" for adjacent tokens
     text: str  # " ".join(tokens)
     question: bool
     padded: str  # " ^^ " + text + " ": the form the compiled patterns search (see _compile)
+
+    # Derived views, computed on access: the scorer itself never needs them, so normalising does not pay.
+    @property
+    def tokset(self) -> frozenset[str]:
+        return frozenset(self.tokens)
+
+    @property
+    def bigrams(self) -> frozenset[str]:
+        """"w1 w2" for adjacent tokens."""
+        return frozenset(map(" ".join, zip(self.tokens, self.tokens[1:])))
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +238,10 @@ class Normalised:
     text: str  # core text of the whole turn (sentences joined with " . ")
     n_words: int
     has_qmark: bool
+    # recogniser -> (intents found, per-sentence intents) of its match on this turn. The scorer matches most
+    # turns twice (as the turn itself, then as the user's previous line when reading the next turn); this
+    # memo lives only as long as the Normalised, i.e. in the whole-input memo that clear_caches() empties.
+    matches: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 class _Typo:
@@ -272,6 +285,11 @@ class _Typo:
         if len(self.memo) < 50_000:
             self.memo[tok] = out
         return out
+
+
+# (family, regex of the branches that can open with a token, the same regex when it can match at the sentence
+# start else None): one entry of a token's matching plan (see IntentRecogniser._plan_for)
+_PlanItem = tuple[int, re.Pattern, "re.Pattern | None"]
 
 
 class IntentRecogniser:
@@ -335,8 +353,13 @@ class IntentRecogniser:
             spec.get("typo", {}).get("known", [])
         )
         self.typo = _Typo(targets)
-        self._tokmemo: dict[str, tuple[str, ...]] = {}  # token -> normalised tokens (pure, idempotent writes)
-        self._hitmemo: dict[str, tuple[int, ...]] = {}  # token -> families it can open (words + prefixes)
+        # token -> (normalised tokens, whether one is a filler); pure, idempotent writes. Sentence ends and
+        # the tokens read with their neighbour (_CONTEXTUAL) are never stored.
+        self._tokmemo: dict[str, tuple[tuple[str, ...], bool]] = {}
+        # token -> (family, regex of its branches opening with the token) for the families it can open;
+        # the same for two-word openings (only the families the first word alone does not open)
+        self._plans: dict[str, tuple[_PlanItem, ...]] = {}
+        self._bplans: dict[str, tuple[_PlanItem, ...]] = {}
         self.use_gates = True
         # opening-word index: word / bigram / prefix -> families that can start there
         self._word_idx: dict[str, tuple[int, ...]] = {}
@@ -352,8 +375,12 @@ class IntentRecogniser:
                     d.setdefault(key, []).append(i)
         self._word_idx, self._bigram_idx, self._prefix_idx = ({k: tuple(v) for k, v in d.items()} for d in tmp)
         self._pre_lens = tuple(sorted({len(k) for k in self._prefix_idx}))
-        self._spec: dict[tuple[int, str], tuple[re.Pattern, ...]] = {}  # (family, opening token) -> branches
-        self._branch_rx = [[_compile([b], anchored=True) for b in br] for br in self._branches]
+        self._spec: dict[tuple[int, tuple[int, ...]], _PlanItem] = {}  # (family, branch numbers) -> plan item
+        self._names = [x[0] for x in self.intents]
+        self._ungated_order = tuple(sorted(self._ungated))
+        # families that cannot count in a question / in a statement ("question" = "no" / "yes" in the table)
+        self._skip_q = frozenset(i for i, x in enumerate(self.intents) if x[3] == "no")
+        self._skip_stmt = frozenset(i for i, x in enumerate(self.intents) if x[3] == "yes")
 
     @classmethod
     @lru_cache(maxsize=4)
@@ -382,58 +409,44 @@ class IntentRecogniser:
         if "'" in t:
             t = _CONTR_ONE.sub(_contr_repl, t).replace("'", "")
         raw = _TOKEN_RE.findall(t)
+        # One pass over the raw tokens: map each (memoised per token), collect the sentence being read, and
+        # close it at a sentence end. Per token the memo holds (mapped tokens, whether one is a filler).
         tokmemo = self._tokmemo
-        toks: list[str] = []
-        n = len(raw)
-        for i, tok in enumerate(raw):
-            if tok in _SENT_END:
-                toks.append(tok)
-                continue
-            nxt = raw[i + 1] if i + 1 < n else ""
-            if tok == "id" and nxt in _ID_NEXT:
-                toks.extend(("i", "would"))
-                continue
-            if tok == "ill" and nxt in _ILL_NEXT:
-                toks.extend(("i", "will"))
-                continue
-            if tok == "were" and i == 0 and nxt not in _SUBJ:
-                toks.extend(("we", "are"))
-                continue
-            mapped = tokmemo.get(tok)
-            if mapped is None:
-                mapped = self._map_token(tok)
-                if len(tokmemo) < 100_000:
-                    tokmemo[tok] = mapped
-            toks.extend(mapped)
-
         words: list[str] = []
         sentences: list[Sentence] = []
-        cur: list[str] = []
+        cur: list[str] = []  # the current sentence, fillers kept
+        fillers = False  # ... has a filler
         has_q = False
-
-        def flush(question: bool) -> None:
-            if not cur:
-                return
-            core = [w for w in cur if w not in _FILLERS] or list(cur)
-            q = question or _looks_like_question(core)
-            txt = " ".join(core)
-            sentences.append(
-                Sentence(tuple(core), frozenset(core), frozenset(map(" ".join, zip(core, core[1:]))), txt, q, " ^^ " + txt + " ")
-            )
-            cur.clear()
-
-        for tok in toks:
-            if tok in _SENT_END:
-                if tok == "?":
-                    has_q = True
-                    if not cur and sentences:  # "???" after a sentence
-                        s = sentences[-1]
-                        sentences[-1] = Sentence(s.tokens, s.tokset, s.bigrams, s.text, True, s.padded)
-                flush(tok == "?")
-            else:
-                cur.append(tok)
-                words.append(tok)
-        flush(False)
+        n = len(raw)
+        for i, tok in enumerate(raw):
+            entry = tokmemo.get(tok)
+            if entry is None:
+                if tok in _SENT_END:
+                    if tok == "?":
+                        has_q = True
+                        if not cur and sentences:  # "???" after a sentence
+                            s = sentences[-1]
+                            sentences[-1] = Sentence(s.tokens, s.text, True, s.padded)
+                    if cur:
+                        words.extend(cur)
+                        sentences.append(_sentence(cur, tok == "?", fillers))
+                        cur = []
+                        fillers = False
+                    continue
+                if tok in _CONTEXTUAL:
+                    nxt = raw[i + 1] if i + 1 < n else ""
+                    if (tok == "id" and nxt in _ID_NEXT) or (tok == "ill" and nxt in _ILL_NEXT):
+                        entry = (("i", "would" if tok == "id" else "will"), False)
+                    elif tok == "were" and i == 0 and nxt not in _SUBJ:
+                        entry = (("we", "are"), False)
+                if entry is None:
+                    entry = self._map_entry(tok)
+            cur.extend(entry[0])
+            if entry[1]:
+                fillers = True
+        if cur:
+            words.extend(cur)
+            sentences.append(_sentence(cur, False, fillers))
         return Normalised(
             tokens=tuple(words),
             sentences=tuple(sentences),
@@ -441,6 +454,15 @@ class IntentRecogniser:
             n_words=len(words),
             has_qmark=has_q,
         )
+
+    def _map_entry(self, tok: str) -> tuple[tuple[str, ...], bool]:
+        """(mapped tokens, whether one is a filler) for a token whose mapping does not depend on its
+        neighbours; memoised."""
+        mapped = self._map_token(tok)
+        entry = (mapped, not _FILLERS.isdisjoint(mapped))
+        if len(self._tokmemo) < 100_000 and tok not in _CONTEXTUAL:
+            self._tokmemo[tok] = entry
+        return entry
 
     def _map_token(self, tok: str) -> tuple[str, ...]:
         """Chat forms, squeezed repeats and typos for one token (pure: memoised by the caller)."""
@@ -464,95 +486,131 @@ class IntentRecogniser:
 
         Speed: a family is only tried at the word positions where one of its possible opening words (see
         _first_words) occurs, with an anchored ``match`` there, instead of a scan of the whole sentence;
-        the result is the same as ``search`` (checked by the tests).
+        the result is the same as ``search`` (checked by the tests). The branches of a family that can open
+        with a given word are compiled into one regex (see _plan_for), so each (family, position) costs one
+        regex call, and a family already found in the sentence is not tried again.
 
         A generic question about the partner (``asks_about_them`` from its shape alone) does not count in a
         sentence that is a sales question / request ("could you introduce me to...?").
         """
+        if not self.use_gates:
+            return self._match_plain(norm, per_sentence)
+        memo = norm.matches.get(self)
+        if memo is None:
+            memo = norm.matches[self] = self._match_gated(norm)
+        if per_sentence is not None:
+            per_sentence.extend(memo[1])
+        return dict(memo[0])
+
+    def _match_gated(self, norm: Normalised) -> tuple[dict[str, int], tuple[tuple[bool, frozenset[str]], ...]]:
+        """(intent -> words, per-sentence (question, intents)) of ``match`` with the opening-word gate."""
         found: dict[str, int] = {}
-        intents = self.intents
-        ungated = self._ungated
-        word_idx, bigram_idx, prefix_idx, pre_lens = self._word_idx, self._bigram_idx, self._prefix_idx, self._pre_lens
+        per_sentence = []
+        names = self._names
+        ungated = self._ungated_order
+        plans, bigram_idx, bplans = self._plans, self._bigram_idx, self._bplans
         for s in norm.sentences:
             toks = s.tokens
             nt = len(toks)
             padded = s.padded
-            cand: dict[int, list[int]] = {}
-            if self.use_gates:
-                pos = 3  # " ^^ " + tokens: the space before token k
-                hitmemo = self._hitmemo
-                for k, t in enumerate(toks):
-                    single = hitmemo.get(t)
-                    if single is None:
-                        acc: set[int] = set(word_idx.get(t, ()))
-                        lt = len(t)
-                        for L in pre_lens:
-                            if L > lt:
-                                break
-                            h = prefix_idx.get(t[:L])
-                            if h:
-                                acc.update(h)
-                        single = tuple(sorted(acc))
-                        if len(hitmemo) < 100_000:
-                            hitmemo[t] = single
-                    hit = single
-                    if k + 1 < nt:
-                        h = bigram_idx.get(t + " " + toks[k + 1])
-                        if h:
-                            hit = set(single)
-                            hit.update(h)
-                    for i in hit:
-                        lst = cand.get(i)
-                        if lst is None:
-                            cand[i] = lst = []
-                            if k == 0:
-                                lst.append((0, t))  # a pattern anchored at the sentence start ("^")
-                        lst.append((pos, t))
-                    pos += len(t) + 1
+            # families ruled out by the sentence's kind count as "done" from the start and are removed below
+            skip = self._skip_q if s.question else self._skip_stmt
+            done = set(skip)
+            pos = 3  # " ^^ " + tokens: the space before token k
+            for k, t in enumerate(toks):
+                plan = plans.get(t)
+                if plan is None:
+                    plan = self._plan_for(t)
+                if k + 1 < nt:
+                    bg = t + " " + toks[k + 1]
+                    if bg in bigram_idx:
+                        bplan = bplans.get(bg)
+                        if bplan is None:
+                            bplan = self._bigram_plan_for(bg, t, plan)
+                        plan = plan + bplan
+                for i, rx, rx0 in plan:
+                    if i in done:
+                        continue
+                    # k == 0: a branch may also be anchored at the sentence start ("^", the "^^" marker);
+                    # rx0 is rx when one of its branches is, else None
+                    if rx.match(padded, pos) or (k == 0 and rx0 is not None and rx0.match(padded, 0)):
+                        done.add(i)
+                pos += len(t) + 1
+            for i in ungated:
+                if i not in done and self.intents[i][4].search(padded):
+                    done.add(i)
+            here = [names[i] for i in sorted(done.difference(skip))]
+            if "asks_about_them" in here and _SALES_Q.intersection(here):
+                here.remove("asks_about_them")
+            per_sentence.append((s.question, frozenset(here)))
+            for name in here:
+                found[name] = found.get(name, 0) + nt
+        return found, tuple(per_sentence)
+
+    def _match_plain(self, norm: Normalised, per_sentence: list | None = None) -> dict[str, int]:
+        """``match`` without the opening-word gate: a full regex search per family (the reference)."""
+        found: dict[str, int] = {}
+        for s in norm.sentences:
             here = []
-            todo = range(len(intents)) if not self.use_gates else sorted(ungated.union(cand))
-            for i in todo:
-                name, _label, _strength, qmode, rx = intents[i]
-                if qmode == "yes" and not s.question:
+            for name, _label, _strength, qmode, rx in self.intents:
+                if (qmode == "yes" and not s.question) or (qmode == "no" and s.question):
                     continue
-                if qmode == "no" and s.question:
-                    continue
-                if not self.use_gates or i in ungated:
-                    if rx.search(padded):
-                        here.append(name)
-                    continue
-                spec_get = self._spec.get
-                hit_i = False
-                for p0, t in cand[i]:
-                    rxs = spec_get((i, t))
-                    if rxs is None:
-                        rxs = self._branches_for(i, t)
-                    for brx in rxs:
-                        if brx.match(padded, p0):
-                            hit_i = True
-                            break
-                    if hit_i:
-                        break
-                if hit_i:
+                if rx.search(s.padded):
                     here.append(name)
             if "asks_about_them" in here and _SALES_Q.intersection(here):
                 here.remove("asks_about_them")
             if per_sentence is not None:
                 per_sentence.append((s.question, frozenset(here)))
-            n = len(toks)
+            n = len(s.tokens)
             for name in here:
                 found[name] = found.get(name, 0) + n
         return found
 
-    def _branches_for(self, i: int, t: str) -> tuple[re.Pattern, ...]:
-        """The compiled branches of family ``i`` that can open with token ``t`` (memoised)."""
+    def _plan_for(self, t: str) -> tuple[_PlanItem, ...]:
+        """(family, regex of its branches opening with ``t``, the same regex if one of those branches is
+        anchored at the sentence start else None) for every family word ``t`` can open (complete opening
+        words + opening prefixes); memoised per token."""
+        acc: set[int] = set(self._word_idx.get(t, ()))
+        lt = len(t)
+        for L in self._pre_lens:
+            if L > lt:
+                break
+            h = self._prefix_idx.get(t[:L])
+            if h:
+                acc.update(h)
+        plan = tuple(self._branches_rx(i, t) for i in sorted(acc))
+        if len(self._plans) < 100_000:
+            self._plans[t] = plan
+        return plan
+
+    def _bigram_plan_for(self, bg: str, t: str, plan_t: tuple) -> tuple[_PlanItem, ...]:
+        """Like _plan_for, for the families only the two-word opening ``bg`` can open (``t``, its first
+        word, has the plan ``plan_t``)."""
+        single = {item[0] for item in plan_t}
+        plan = tuple(self._branches_rx(i, t) for i in sorted(set(self._bigram_idx[bg]) - single))
+        if len(self._bplans) < 100_000:
+            self._bplans[bg] = plan
+        return plan
+
+    def _branches_rx(self, i: int, t: str) -> _PlanItem:
+        """The plan item of family ``i`` for token ``t`` (see _plan_for): one anchored regex made of the
+        branches of the family that can open with ``t``.
+
+        It matches at a position exactly when one of those branches does (an alternation), so one call
+        replaces one per branch. Compiled once per distinct branch set, which many tokens share."""
         js = set(self._branch_by_word[i].get(t, ()))
         js.update(j for pre, j in self._branch_by_prefix[i] if t.startswith(pre))
-        rxs = self._branch_rx[i]
-        out = tuple(rxs[j] for j in sorted(js))
-        if len(self._spec) < 200_000:
-            self._spec[(i, t)] = out
-        return out
+        key = (i, tuple(sorted(js)))
+        item = self._spec.get(key)
+        if item is None:
+            srcs = [self._branches[i][j] for j in key[1]]
+            rx = _compile(srcs, anchored=True) if srcs else _NEVER
+            # only a branch with "^" (anchored form r"\^\^ ") can match at position 0, before the "^^" marker;
+            # any caret at all counts, to stay on the safe side
+            item = (i, rx, rx if any("^" in b for b in srcs) else None)
+            if len(self._spec) < 200_000:
+                self._spec[key] = item
+        return item
 
     def context_flags(self, norm: Normalised) -> frozenset[str]:
         flags = set()
@@ -754,6 +812,14 @@ def _compile(patterns: list[str], anchored: bool = False) -> re.Pattern:
     return re.compile(" (?:" + "|".join(out) + r")(?:(?= )|(?<= ))")
 
 
+def _sentence(toks: list[str], question: bool, fillers: bool) -> Sentence:
+    """A sentence from its tokens (fillers are dropped unless that leaves nothing); a question when it ends
+    with "?" or is shaped like one."""
+    core = ([w for w in toks if w not in _FILLERS] or toks) if fillers else toks
+    txt = " ".join(core)
+    return Sentence(tuple(core), txt, question or _looks_like_question(core), " ^^ " + txt + " ")
+
+
 def _looks_like_question(core: list[str]) -> bool:
     if not core:
         return False
@@ -814,7 +880,8 @@ def clear_caches(vocabulary: bool = False) -> None:
     """Forget memoised whole-input results (normalised turns, partner lines), for honest benchmarks.
 
     ``vocabulary=True`` also forgets the per-token memos (chat-form/typo mapping, opening-word lookups,
-    branch lists): those depend only on the token, not the input, and warm up within a few hundred turns.
+    matching plans): those depend only on the token, not the input, and warm up within a few hundred turns.
+    The compiled branch regexes stay: they depend only on the pattern tables.
     """
     try:
         from bot.scoring.offline import _pitched_cached
@@ -829,11 +896,12 @@ def clear_caches(vocabulary: bool = False) -> None:
         for rec in list(_RECOGNISERS.values()):
             rec.typo.memo.clear()
             rec._tokmemo.clear()
-            rec._hitmemo.clear()
-            rec._spec.clear()
+            rec._plans.clear()
+            rec._bplans.clear()
 
 
-_STEMS: dict[str, str] = {}
+# token -> its stem, or None when it does not count as content (short, stopword, number, _placeholder_)
+_STEMS: dict[str, str | None] = {}
 
 
 def stem(word: str) -> str:
@@ -847,13 +915,18 @@ def stem(word: str) -> str:
 
 
 def content_stems(tokens: Iterable[str]) -> set[str]:
+    """Stems of the content words (memoised per token, the content test included)."""
     out = set()
+    get = _STEMS.get
     for t in tokens:
-        if len(t) > 2 and t not in STOPWORDS and not t.isdigit() and not t.startswith("_"):
-            st = _STEMS.get(t)
-            if st is None:
-                st = stem(t)
-                if len(_STEMS) < 100_000:
-                    _STEMS[t] = st
+        st = get(t, _UNSEEN)
+        if st is _UNSEEN:
+            st = stem(t) if len(t) > 2 and t not in STOPWORDS and not t.isdigit() and not t.startswith("_") else None
+            if len(_STEMS) < 100_000:
+                _STEMS[t] = st
+        if st is not None:
             out.add(st)
     return out
+
+
+_UNSEEN = object()
