@@ -25,7 +25,6 @@ import argparse
 import functools
 import itertools
 import json
-import math
 import sys
 import zlib
 from collections import Counter
@@ -39,7 +38,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from score_quality import classification, load, spearman, turn_examples  # noqa: E402
 
-from bot.scoring.base import LABELS, Turn, verdict_for  # noqa: E402
+from bot.scoring.base import LABELS, verdict_for  # noqa: E402
 from bot.scoring.intents import DATA as INTENTS_PATH, IntentRecogniser  # noqa: E402
 from bot.scoring.offline import (  # noqa: E402
     DEFAULT_FOCUS,

@@ -228,7 +228,6 @@ def analyse(rec: IntentRecogniser, text: str, context: Sequence[Turn] = ()) -> A
     # ---- intents
     intents = set(found)
     pitchy = bool(intents & STRONG_PITCH)
-    social = bool(intents & SOCIAL)
     if "follow_up_phrase" in intents:
         intents.discard("follow_up_phrase")
         if pitchy:
