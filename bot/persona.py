@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, Sequence
 
 from bot.scenarios import Scenario, Topic
@@ -50,7 +50,9 @@ class PersonaState:
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["revealed"], data["used"] = dict(self.revealed), list(self.used)
+        return data
 
     @property
     def mood(self) -> str:

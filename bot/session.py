@@ -11,8 +11,9 @@ wait for each other.
 from __future__ import annotations
 
 import asyncio
+import copy
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -24,7 +25,7 @@ from bot.llm.combine import combine
 from bot.persona import OfflinePersona, PersonaEngine, PersonaState, Reading, update_engagement
 from bot.scenarios import Scenario, ScenarioLibrary
 from bot.scoring import OfflineScorer, Turn
-from bot.store import Store, read_call
+from bot.store import Store, read_call, write_many
 
 SESSIONS = "sessions"
 PROFILE = "profile"
@@ -63,8 +64,13 @@ class Session:
         return [Turn(t["role"], t["text"]) for t in self.turns]
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Not dataclasses.asdict: its deep copy cost as much CPU as scoring the turn. Turns and
+        # usage are flat, so copying one level deep gives the same independent, JSON-ready record.
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["persona"] = self.persona.to_dict()
+        data["turns"] = [dict(t) for t in self.turns]
+        data["usage"] = {model: dict(counts) for model, counts in self.usage.items()}
+        data["result"] = copy.deepcopy(self.result)
         return data
 
     @classmethod
@@ -120,9 +126,9 @@ class PracticeEngine:
     def _now(self) -> str:
         return self.clock().isoformat(timespec="seconds")
 
-    async def _io(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Store writes fsync; run them off the event loop so other users are not held up."""
-        return await asyncio.to_thread(fn, *args)
+    async def _write(self, user_id: str, changes: dict[tuple[str, str], Any]) -> None:
+        """One atomic write of the user's file; the disk work happens off the event loop."""
+        await write_many(self.store, user_id, changes)
 
     async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await read_call(self.store, fn, *args)
@@ -140,10 +146,11 @@ class PracticeEngine:
             raise SessionError(f"The scenario {session.scenario_id!r} is no longer available.")
         return scenario
 
-    def _save(self, session: Session) -> None:
-        self.store.put(session.user_id, SESSIONS, session.id, session.to_dict())
+    async def _save(self, session: Session) -> None:
+        data = session.to_dict()
+        await self._write(session.user_id, {(SESSIONS, session.id): lambda _old: data})
 
-    def _save_and_point(self, user_id: str, sessions: list[Session], active_id: str | None) -> None:
+    async def _save_and_point(self, user_id: str, sessions: list[Session], active_id: str | None) -> None:
         """Save sessions and the profile's pointer to the active one in a single atomic write:
         a crash can never leave the pointer aiming at a session that was not saved."""
 
@@ -154,7 +161,7 @@ class PracticeEngine:
             (SESSIONS, s.id): (lambda _old, data=s.to_dict(): data) for s in sessions
         }
         changes[(PROFILE, PROFILE)] = point
-        self.store.update_many(user_id, changes)
+        await self._write(user_id, changes)
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -196,7 +203,7 @@ class PracticeEngine:
                 persona=PersonaState.initial(scenario),
             )
             session.turns.append({"role": "partner", "text": scenario.persona.opening_line, "at": self._now()})
-            await self._io(self._save_and_point, user_id, [*([previous] if previous else []), session], session.id)
+            await self._save_and_point(user_id, [*([previous] if previous else []), session], session.id)
             return session
 
     async def say(self, user_id: str, text: str) -> TurnResult:
@@ -225,7 +232,7 @@ class PracticeEngine:
             session.turns.append({"role": "partner", "text": reply.text, "at": self._now()})
             if reply.left:
                 session.persona.left = True
-            await self._io(self._save, session)
+            await self._save(session)
             return TurnResult(reply.text, reply.left, score.label, session.persona.engagement, change,
                               session.id, scenario.persona.first_name)
 
@@ -240,7 +247,7 @@ class PracticeEngine:
                 with usage.collecting(into=session.usage):
                     text = await self.hinter.hint(scenario, session.persona, turns, text)
             session.hints += 1
-            await self._io(self._save, session)
+            await self._save(session)
             return text
 
     async def end(self, user_id: str) -> tuple[Session, Debrief]:
@@ -265,7 +272,7 @@ class PracticeEngine:
             }
             if judgement is not None:
                 session.result["judgement"] = judgement.to_dict()
-            await self._io(self._save_and_point, user_id, [session], None)
+            await self._save_and_point(user_id, [session], None)
             return session, debrief
 
     async def cancel(self, user_id: str) -> bool:
@@ -276,7 +283,7 @@ class PracticeEngine:
                 return False
             session.status = "abandoned"
             session.ended_at = self._now()
-            await self._io(self._save_and_point, user_id, [session], None)
+            await self._save_and_point(user_id, [session], None)
             return True
 
     def debrief(self, user_id: str, session_id: str) -> Debrief | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -129,6 +131,93 @@ def test_reads_do_not_wait_for_a_writer(store: TinyDBStore, data_dir: Path) -> N
         release.set()
         writer.join(10)
     assert store.get("u1", "profile", "profile") == {"goal": "listen more"}
+
+
+async def test_async_write_matches_the_blocking_one(store: TinyDBStore, data_dir: Path, monkeypatch) -> None:
+    """``aupdate_many`` (what the bot uses) stores the same records, in one durable write, and a
+    change that raises leaves the file exactly as it was."""
+    replaced: list[str] = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (replaced.append(str(dst)), real_replace(src, dst))[1])
+    got = await store.aupdate_many("u1", {("sessions", "s1"): lambda r: {"text": "héllo <b>&"},
+                                          ("profile", "profile"): lambda p: {"active_session": "s1"}})
+    assert got == {("sessions", "s1"): {"text": "héllo <b>&"}, ("profile", "profile"): {"active_session": "s1"}}
+    assert len(replaced) == 1
+    assert store.get("u1", "sessions", "s1") == {"text": "héllo <b>&"}
+    path = data_dir / "users" / "u1.json"
+    before = path.read_bytes()
+
+    def boom(_record):
+        raise ValueError("bad change")
+
+    with pytest.raises(ValueError):
+        await store.aupdate_many("u1", {("profile", "profile"): lambda p: {**p, "goal": "x"}, ("sessions", "s1"): boom})
+    assert path.read_bytes() == before and len(replaced) == 1
+    await store.aupdate_many("u1", {("profile", "profile"): lambda p: {**p, "goal": "x"}})  # not left locked
+    assert store.get("u1", "profile", "profile") == {"active_session": "s1", "goal": "x"}
+
+
+@pytest.mark.parametrize("holder", ["thread", "other process"])
+async def test_async_write_waits_for_a_locked_user_without_blocking_others(
+    store: TinyDBStore, data_dir: Path, holder: str
+) -> None:
+    """While another thread (or process: the file lock) holds a user's lock, an async write for
+    that user waits off the event loop: other users' writes still complete, and neither change
+    to the locked user is lost."""
+    import fcntl
+
+    store.put("u1", "profile", "profile", {"n": 0})
+    release = threading.Event()
+    if holder == "thread":
+        inside = threading.Event()
+
+        def slow(profile):
+            inside.set()
+            release.wait(10)
+            return {**profile, "n": profile["n"] + 1, "first": True}
+
+        blocker = threading.Thread(target=store.update, args=("u1", "profile", "profile", slow))
+        blocker.start()
+        assert inside.wait(10)
+    else:
+        fd = os.open(data_dir / "users" / "u1.lock", os.O_RDWR)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a separate open file: the same as another process's lock
+
+        def unlock_later():
+            release.wait(10)
+            os.close(fd)
+
+        blocker = threading.Thread(target=unlock_later)
+        blocker.start()
+    try:
+        waiting = asyncio.create_task(
+            store.aupdate_many("u1", {("profile", "profile"): lambda p: {**p, "n": p["n"] + 1}}))
+        await asyncio.wait_for(store.aupdate_many("u2", {("t", "k"): lambda r: {"ok": True}}), 10)
+        assert store.get("u2", "t", "k") == {"ok": True}
+        assert not waiting.done()
+    finally:
+        release.set()
+    await asyncio.wait_for(waiting, 10)
+    blocker.join(10)
+    expected = {"n": 2, "first": True} if holder == "thread" else {"n": 1}
+    assert store.get("u1", "profile", "profile") == expected
+
+
+async def test_cancelled_async_write_still_finishes_and_unlocks(store: TinyDBStore, data_dir: Path) -> None:
+    """A handler cancelled while its write is on the disk (shutdown, say): the write completes
+    and the user is not left locked."""
+    ran = []
+    task = asyncio.create_task(store.aupdate_many("u1", {("t", "k"): lambda r: ran.append(1) or {"v": 1}}))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await asyncio.wait_for(store.aupdate_many("u1", {("t", "k2"): lambda r: {"v": 2}}), 10)
+    if ran:  # the change ran, so its write was handed over and must have landed
+        assert store.get("u1", "t", "k") == {"v": 1}
+    assert store.get("u1", "t", "k2") == {"v": 2}
+    json.loads((data_dir / "users" / "u1.json").read_text())
 
 
 def test_corrupt_file_is_reported_and_left_alone(store: TinyDBStore, data_dir: Path) -> None:

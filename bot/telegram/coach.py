@@ -22,7 +22,7 @@ from bot.coaching import CONSENTS, Assignment, Coaching, CoachingError
 from bot.progress import roster_chart_png
 from bot.scenarios import MAX_FILE_BYTES, ScenarioError
 from bot.schedule import Job
-from bot.telegram.common import io_call, profile_of, update_profile, user_key
+from bot.telegram.common import io_call, profile_of, user_key, write_profile
 from bot.telegram.formatting import split_message
 from bot.templates import render_html_string, wording
 from bot.timeparse import TimeParseError, parse_timezone, parse_when
@@ -94,7 +94,7 @@ async def start_with_invite(update: Update, context: ContextTypes.DEFAULT_TYPE, 
     except CoachingError as exc:
         await update.effective_message.reply_html(text("invite_invalid", reason=str(exc)))
         return
-    await io_call(update_profile, context, uid, pending_invite=payload)
+    await write_profile(context, uid, pending_invite=payload)
     markup = InlineKeyboardMarkup([
         [InlineKeyboardButton(label("consent_scores"), callback_data="ci:scores")],
         [InlineKeyboardButton(label("consent_transcripts"), callback_data="ci:transcripts")],
@@ -143,7 +143,7 @@ async def assign_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     if not trainees:
         await update.effective_message.reply_html(text("no_trainees"))
         return
-    await io_call(update_profile, context, uid, form={"kind": "assign", "step": "who"})
+    await write_profile(context, uid, form={"kind": "assign", "step": "who"})
     rows = [[InlineKeyboardButton(t["name"][:40], callback_data=f"as:who:{t['link_id']}")] for t in trainees]
     rows.append([InlineKeyboardButton(label("all"), callback_data="as:who:all")])
     await update.effective_message.reply_html(text("assign_who"), reply_markup=InlineKeyboardMarkup(rows))
@@ -194,11 +194,11 @@ async def assign_step(update: Update, context: ContextTypes.DEFAULT_TYPE, uid: s
             buttons = [InlineKeyboardButton(str(a), callback_data=f"as:attempts:{a}") for a in ATTEMPTS]
             ask = text("assign_attempts"), InlineKeyboardMarkup([buttons])
         else:
-            await io_call(update_profile, context, uid, form=None)
+            await write_profile(context, uid, form=None)
             await finish_assign(update, context, uid, form, int(value))
             return True
     # Saved before the next question goes out: an answer tapped at once must find the form at this step.
-    await io_call(update_profile, context, uid, form=form)
+    await write_profile(context, uid, form=form)
     await message.reply_html(ask[0], reply_markup=ask[1])
     return True
 
@@ -380,7 +380,7 @@ async def on_coach_button(update: Update, context: ContextTypes.DEFAULT_TYPE, pa
         payload = (await io_call(profile_of, context, uid)).get("pending_invite")
         if not payload:
             return False
-        await io_call(update_profile, context, uid, pending_invite=None)
+        await write_profile(context, uid, pending_invite=None)
         await query.answer()
         if parts[1] not in CONSENTS:
             await message.reply_html(text("invite_declined"))

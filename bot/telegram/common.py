@@ -11,7 +11,7 @@ from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
 from bot.session import PracticeEngine
-from bot.store import read_call
+from bot.store import read_call, write_many
 
 
 def engine_of(context: ContextTypes.DEFAULT_TYPE) -> PracticeEngine:
@@ -29,9 +29,12 @@ def profile_of(context: ContextTypes.DEFAULT_TYPE, uid: str) -> dict[str, Any]:
     return engine_of(context).store.get(uid, "profile", "profile") or {}
 
 
-def update_profile(context: ContextTypes.DEFAULT_TYPE, uid: str, **changes: Any) -> None:
-    """Merge ``changes`` into the profile atomically (under the user's lock)."""
-    engine_of(context).store.update(uid, "profile", "profile", lambda p: {**(p or {}), **changes})
+async def write_profile(context: ContextTypes.DEFAULT_TYPE, uid: str, **changes: Any) -> None:
+    """Merge ``changes`` into the profile atomically (under the user's lock). Read and merge run on
+    the event loop, only the disk work (write, fsync, rename) in a worker thread
+    (see ``bot.store.write_many``)."""
+    await write_many(engine_of(context).store, uid,
+                     {("profile", "profile"): lambda p: {**(p or {}), **changes}})
 
 
 async def io_call(fn: Any, *args: Any, **kwargs: Any) -> Any:

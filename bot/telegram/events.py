@@ -21,7 +21,7 @@ from telegram.ext import Application, ContextTypes
 from bot.events import EventBook, EventError
 from bot.reflection import Reflection
 from bot.schedule import Job, PermanentDeliveryError
-from bot.telegram.common import io_call, io_read, profile_of, update_profile, user_key
+from bot.telegram.common import io_call, io_read, profile_of, user_key, write_profile
 from bot.templates import render_html_string, wording
 from bot.timeparse import TimeParseError, parse_timezone, parse_when
 
@@ -61,7 +61,7 @@ async def event_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     profile = await io_read(context, profile_of, context, uid)
     if profile.get("tz"):
         form["step"] = "when" if name else "name"
-    await io_call(update_profile, context, uid, form=form)
+    await write_profile(context, uid, form=form)
     await ask_form_step(update.effective_message, context, uid, form)
 
 
@@ -120,7 +120,7 @@ async def form_input(update: Update, context: ContextTypes.DEFAULT_TYPE, uid: st
             tz = await io_call(events.timezone_of, uid)
             start = datetime.fromisoformat(form["start"]).astimezone(tz)  # back in the named zone
             event = await io_call(events.register, uid, form["name"], start, value)
-            await io_call(update_profile, context, uid, form=None)
+            await write_profile(context, uid, form=None)
             prep = await io_call(_prep_of, events, uid, event.id)
             await message.reply_html(text(
                 "registered", name=event.name, when=fmt(event.start(), tz), tz=event.tz,
@@ -130,7 +130,7 @@ async def form_input(update: Update, context: ContextTypes.DEFAULT_TYPE, uid: st
     except (TimeParseError, EventError) as exc:
         await message.reply_text(str(exc))
         return
-    await io_call(update_profile, context, uid, form=form)
+    await write_profile(context, uid, form=form)
     await ask_form_step(message, context, uid, form)
 
 
@@ -160,7 +160,7 @@ async def on_form_text(update: Update, context: ContextTypes.DEFAULT_TYPE, profi
 async def cancel_forms(context: ContextTypes.DEFAULT_TYPE, uid: str) -> bool:
     profile = await io_read(context, profile_of, context, uid)
     if profile.get("form") or profile.get("reflection"):
-        await io_call(update_profile, context, uid, form=None, reflection=None)
+        await write_profile(context, uid, form=None, reflection=None)
         return True
     return False
 
@@ -203,7 +203,7 @@ async def debrief_command(update: Update, context: ContextTypes.DEFAULT_TYPE) ->
                    for e in waiting[-8:]]
         await update.effective_message.reply_html(text("debrief_pick"), reply_markup=InlineKeyboardMarkup(buttons))
     else:
-        await io_call(update_profile, context, uid, form={"kind": "adhoc", "step": "adhoc"})
+        await write_profile(context, uid, form={"kind": "adhoc", "step": "adhoc"})
         await update.effective_message.reply_html(text("debrief_none"))
 
 
@@ -212,7 +212,7 @@ async def start_reflection(message, context: ContextTypes.DEFAULT_TYPE, uid: str
     if event is None or event.status != "upcoming" or event.reflection is not None:
         return False
     reflection = Reflection(event.id, event.name)
-    await io_call(update_profile, context, uid, reflection=reflection.to_dict(), form=None)
+    await write_profile(context, uid, reflection=reflection.to_dict(), form=None)
     await ask_reflection(message, reflection)
     return True
 
@@ -241,7 +241,7 @@ async def reflection_input(update: Update, context: ContextTypes.DEFAULT_TYPE, u
     else:
         reflection.answer(value)
     if not reflection.done:
-        await io_call(update_profile, context, uid, reflection=reflection.to_dict())
+        await write_profile(context, uid, reflection=reflection.to_dict())
         await ask_reflection(message, reflection)
         return
     try:
@@ -249,7 +249,7 @@ async def reflection_input(update: Update, context: ContextTypes.DEFAULT_TYPE, u
     except EventError as exc:
         await message.reply_text(str(exc))
         result = None
-    await io_call(update_profile, context, uid, reflection=None)
+    await write_profile(context, uid, reflection=None)
     if result is not None:
         await message.reply_html(text("reflection_result", name=reflection.event_name, r=result))
         if reflection.people:

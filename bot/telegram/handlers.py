@@ -31,7 +31,7 @@ from bot.session import ACTIVE, PracticeEngine, Session, SessionError
 from bot.store import StoreError
 from bot.telegram import coach
 from bot.telegram import events as ev
-from bot.telegram.common import answering, engine_of, io_call, io_read, profile_of, update_profile, user_key
+from bot.telegram.common import answering, engine_of, io_call, io_read, profile_of, user_key, write_profile
 from bot.telegram.formatting import button, say, split_message
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
                                                   reply_markup=markup)
         return
     await update.effective_message.reply_html(say("welcome", first_name=first_name))
-    await io_call(update_profile, context, uid, awaiting="goal",
+    await write_profile(context, uid, awaiting="goal",
                   created_at=profile.get("created_at") or datetime.now(timezone.utc).isoformat(timespec="seconds"))
     await update.effective_message.reply_html(
         say("ask_goal"), reply_markup=InlineKeyboardMarkup([[InlineKeyboardButton(button("skip"), callback_data="g:skip")]])
@@ -169,7 +169,7 @@ async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     cancelled = await ev.cancel_forms(context, uid) or await engine_of(context).cancel(uid)
     profile = await io_read(context, profile_of, context, uid)
     if profile.get("awaiting"):
-        await io_call(update_profile, context, uid, awaiting=None)
+        await write_profile(context, uid, awaiting=None)
         cancelled = True
     await update.effective_message.reply_html(say("cancelled" if cancelled else "nothing_to_cancel"))
 
@@ -239,7 +239,7 @@ async def forget(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     uid = user_key(update)
     token = secrets.token_urlsafe(9)
     sessions = await io_call(engine_of(context).store.all, uid, "sessions")
-    await io_call(update_profile, context, uid, forget_token=token,
+    await write_profile(context, uid, forget_token=token,
                   forget_asked_at=datetime.now(timezone.utc).timestamp())
     markup = InlineKeyboardMarkup([[InlineKeyboardButton(button("forget_yes"), callback_data=f"f:yes:{token}"),
                                     InlineKeyboardButton(button("forget_no"), callback_data="f:no")]])
@@ -273,7 +273,7 @@ async def on_text(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if not profile.get(ACTIVE):  # no role-play in progress (engine.say re-checks it under the user's lock)
         if profile.get("awaiting") == "goal":
             goal = message.text.strip()[:200]
-            await io_call(update_profile, context, uid, goal=goal, awaiting=None)
+            await write_profile(context, uid, goal=goal, awaiting=None)
             markup = InlineKeyboardMarkup([[InlineKeyboardButton(button("practice"), callback_data="m:practice")]])
             await message.reply_html(say("goal_saved", goal=goal), reply_markup=markup)
             return
@@ -424,7 +424,7 @@ async def btn_skip_goal(update: Update, context: ContextTypes.DEFAULT_TYPE, arg:
     if profile.get("awaiting") != "goal":
         await update.callback_query.answer(say("expired"))
         return
-    await io_call(update_profile, context, uid, awaiting=None)
+    await write_profile(context, uid, awaiting=None)
     await update.callback_query.answer()
     markup = InlineKeyboardMarkup([[InlineKeyboardButton(button("practice"), callback_data="m:practice")]])
     await update.callback_query.message.reply_html(say("goal_skipped"), reply_markup=markup)
@@ -448,7 +448,7 @@ async def btn_forget(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: st
 
 async def btn_keep(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str) -> None:
     uid = user_key(update)
-    await io_call(update_profile, context, uid, forget_token=None)
+    await write_profile(context, uid, forget_token=None)
     await update.callback_query.answer()
     with contextlib.suppress(TelegramError):
         await update.callback_query.edit_message_text(say("forget_kept"), parse_mode=ParseMode.HTML)
