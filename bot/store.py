@@ -24,7 +24,7 @@ import re
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Protocol, TypeVar
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Protocol, TypeVar
 
 from tinydb import Query, TinyDB
 from tinydb.storages import Storage
@@ -143,22 +143,58 @@ class AtomicJSONStorage(Storage):
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
     """Write ``payload`` to ``path`` so that readers see either the old or the new file, never a mix."""
-    tmp_name = None
+    finish_write(stage_write(path, payload))
+
+
+class StagedWrite(NamedTuple):
+    """A temp file holding a file's next content, written but not yet durable or in place."""
+
+    path: Path
+    tmp_name: str
+    fd: int
+
+
+def stage_write(path: Path, payload: bytes) -> StagedWrite:
+    """The quick half of an atomic write: create the temp file beside ``path`` and fill it (this
+    only touches the page cache)."""
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    try:
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError as exc:
+        _discard(fd, tmp_name)
+        raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    return StagedWrite(path, tmp_name, fd)
+
+
+def finish_write(staged: StagedWrite) -> None:
+    """The slow half, nothing but system calls (so a worker thread doing it barely needs the GIL):
+    fsync the temp file, rename it over the old one, fsync the folder."""
+    path, tmp_name, fd = staged
+    try:
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
         os.replace(tmp_name, path)
-        tmp_name = None
+        tmp_name = ""
         _fsync_dir(path.parent)
     except OSError as exc:
         raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
     finally:
-        if tmp_name is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
+        _discard(fd, tmp_name)
+
+
+def _discard(fd: int, tmp_name: str) -> None:
+    if fd >= 0:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    if tmp_name:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -297,12 +333,13 @@ class TinyDBStore:
 
     async def aupdate_many(self, user_id: str, changes: Mapping[tuple[str, str], Change]) -> dict[tuple[str, str], Any]:
         """:meth:`update_many` for the event loop: the same locks, result and atomic write, but only
-        the file system calls (write, fsync, rename) run in a worker thread.
+        the slow file system calls (fsync, rename) run in a worker thread.
 
         Why: a worker thread that runs Python (parsing, TinyDB, JSON) holds the GIL, and the event
         loop waits for it after every socket call: in the load benchmark that made each ``send``
-        nine times slower. Reading, changing and serialising one small file takes a fraction of a
-        millisecond, so it runs inline; the thread only waits on the disk, with the GIL released.
+        nine times slower. Reading, changing, serialising one small file and writing it to the page
+        cache take a fraction of a millisecond, so they run inline; the thread only waits on the
+        disk, with the GIL released.
         If another thread or process holds the user's lock, the whole operation goes to a thread
         as :meth:`update_many` (the loop never blocks on a lock)."""
         path = self._path(user_id)
@@ -325,16 +362,17 @@ class TinyDBStore:
                     payload = db.storage.payload()
                 finally:
                     db.close()
+                staged = stage_write(path, payload) if payload is not None else None
             except BaseException:
                 if fd is not None:
                     os.close(fd)
                 raise
             handed_over = True
-            # The thread writes, then unlocks. Shielded: if our caller is cancelled meanwhile, the
-            # write still finishes and the locks are still released (a queued job cancelled before
-            # it ran would keep the user locked forever).
+            # The thread makes the write durable, then unlocks. Shielded: if our caller is cancelled
+            # meanwhile, the write still finishes and the locks are still released (a queued job
+            # cancelled before it ran would keep the user locked forever).
             loop = asyncio.get_running_loop()
-            await asyncio.shield(loop.run_in_executor(None, _write_and_unlock, path, payload, fd, lock))
+            await asyncio.shield(loop.run_in_executor(None, _finish_and_unlock, staged, fd, lock))
             return results
         finally:
             if not handed_over:
@@ -406,10 +444,10 @@ def _apply(db: TinyDB, changes: Mapping[tuple[str, str], Change]) -> dict[tuple[
     return results
 
 
-def _write_and_unlock(path: Path, payload: bytes | None, fd: int | None, lock: threading.Lock) -> None:
+def _finish_and_unlock(staged: StagedWrite | None, fd: int | None, lock: threading.Lock) -> None:
     try:
-        if payload is not None:
-            atomic_write_bytes(path, payload)
+        if staged is not None:
+            finish_write(staged)
     finally:
         if fd is not None:
             os.close(fd)
