@@ -12,8 +12,8 @@ What it does (deterministic: fixed folds, full-batch optimisation, no random num
 2. A multinomial logistic regression (softmax, class-balanced, L2) is fitted with numpy. Intent/context
    features and word features have separate L2 strengths; the word features are regularised much harder so
    the model generalises from intents rather than memorising the corpus' vocabulary.
-3. The strengths and whether rules get the last word are chosen by 5-fold cross-validation on the train
-   split (folds grouped by conversation). The focus-score parameters (effort exponent, discount for social
+3. The strengths and whether rules get the last word are chosen by cross-validation on the train split
+   with one fold per author (see ``folds_for``). The focus-score parameters (effort exponent, discount for social
    filler, value of a neutral turn) are then fitted on the train conversations using out-of-fold
    predictions, so they are tuned for the labels the scorer will really produce.
 4. The final model is fitted on the whole train split and written as sparse JSON (pure-Python at run time).
@@ -25,8 +25,8 @@ import argparse
 import functools
 import itertools
 import json
+import re
 import sys
-import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -64,8 +64,6 @@ def build_rec(known: list[str]) -> IntentRecogniser:
 
 def known_words(examples) -> list[str]:
     """Words seen at least twice in the train split: never "repaired" as typos at run time."""
-    import re
-
     c = Counter()
     for _, text, ctx, _ in examples:
         c.update(re.findall(r"[a-z]+", text.lower()))
@@ -106,10 +104,10 @@ class SparseRows:
 
 
 class Data:
-    def __init__(self, analyses: list[Analysis], y: list[int], groups: list[str], min_lex: int = 2):
+    def __init__(self, analyses: list[Analysis], y: list[int], authors: list[str], min_lex: int = 2):
         self.analyses = analyses
         self.y = np.array(y)
-        self.groups = groups
+        self.authors = authors
         counts = Counter(k for a in analyses for k in a.features)
         # words seen once cannot generalise; intent/context/shape features are always kept
         names = sorted(k for k, n in counts.items() if n >= min_lex or not k.startswith(LEX_PREFIXES))
@@ -174,14 +172,29 @@ def decide(P: np.ndarray, analyses: list[Analysis], use_rules: bool) -> list[str
     return out
 
 
-def folds_for(groups: list[str], k: int = 5) -> list[int]:
-    return [zlib.crc32(g.encode()) % k for g in groups]
+def author_of(item_id: str) -> str:
+    """Who wrote an example, from its id's prefix: ``b7c-012`` and ``b7t-0040`` are batch 7's author;
+    ``tr-``/``cv-`` the first corpus, ``h2-``/``h2c-`` the second; anything else is its own author."""
+    prefix = item_id.split("#")[0].split("-")[0]
+    prefix = {"cv": "tr", "h2c": "h2"}.get(prefix, prefix)
+    if re.fullmatch(r"b\d+[ct]", prefix):
+        prefix = prefix[:-1]
+    return prefix
 
 
-def oof(data: Data, l2_int: float, l2_lex: float, k: int = 5) -> np.ndarray:
-    f = np.array(folds_for(data.groups, k))
+def folds_for(authors: list[str]) -> list[int]:
+    """One fold per author: every example is predicted by a model that never saw its author's writing,
+    which is what the scorer faces in use (and what an independent held-out set measures). Folds
+    grouped only by conversation let a model learn an author's habits in one fold and be rewarded for
+    them in the next: such cross-validation picked settings that did worse on new authors."""
+    names = sorted(set(authors))
+    return [names.index(a) for a in authors]
+
+
+def oof(data: Data, l2_int: float, l2_lex: float) -> np.ndarray:
+    f = np.array(folds_for(data.authors))
     P = np.zeros((len(data.y), len(LABELS)))
-    for i in range(k):
+    for i in range(int(f.max()) + 1):
         tr, te = f != i, f == i
         if not te.any():
             continue
@@ -268,11 +281,11 @@ def main(argv=None) -> int:
     rec = build_rec(known)
     analyses = [analyse(rec, text, ctx) for _, text, ctx, _ in ex]
     y = [LABELS.index(g) for *_, g in ex]
-    # group = conversation id for conversation turns, own id for single turns
-    groups = [i.split("#")[0] if "#" in i else "t:" + i for i, *_ in ex]
-    data = Data(analyses, y, groups)
+    authors = [author_of(i) for i, *_ in ex]
+    data = Data(analyses, y, authors)
     gold = [g for *_, g in ex]
-    print(f"train examples: {len(ex)} ({Counter(gold)}), features: {len(data.names)}")
+    print(f"train examples: {len(ex)} ({Counter(gold)}), features: {len(data.names)}, "
+          f"authors: {len(set(authors))} (one cross-validation fold each)")
 
     # conversation -> example indices (for the focus-score fit)
     pos = {i: n for n, (i, *_) in enumerate(ex)}
@@ -282,15 +295,19 @@ def main(argv=None) -> int:
         conv_index.append(idxs)
 
     results = []
-    for l2_int, l2_lex in itertools.product([0.003, 0.01, 0.03], [0.03, 0.1, 0.3, 1.0]):
+    for l2_int, l2_lex in itertools.product([0.01, 0.03, 0.1], [0.001, 0.003, 0.01, 0.03]):
         P = oof(data, l2_int, l2_lex)
         for use_rules in (False, True):
             pred = decide(P, analyses, use_rules)
             m = classification(gold, pred)["macro_f1"]
             results.append((m, l2_int, l2_lex, use_rules, P))
             print(f"  cv l2_int={l2_int:<6} l2_lex={l2_lex:<5} rules={use_rules!s:<5} macro-F1={m:.3f}")
-    # Among the settings within 0.005 macro-F1 of the best, prefer rules and the strongest regularisation of
-    # the word features: new wording (the held-out set is written by someone else) punishes memorised words.
+    # Rules always have the last word on clear-cut intents (a logistics question stays neutral, "here's my
+    # card" stays a pitch, whatever words surround them): that is a promise of the design, and the
+    # settings without rules are printed above only to show what it costs. Among the settings with rules
+    # within 0.005 macro-F1 of their best (on authors each model never saw), prefer the stronger
+    # regularisation of the word features.
+    results = [r for r in results if r[3]]
     top = max(r[0] for r in results)
     near = [r for r in results if r[0] >= top - 0.005]
     near.sort(key=lambda r: (r[3], r[2], r[1], r[0]), reverse=True)

@@ -246,7 +246,7 @@ def analyse(rec: IntentRecogniser, text: str, context: Sequence[Turn] = ()) -> A
                 intents.add("follow_up")
             elif (
                 is_q
-                and p_shares
+                and (p_shares or (p_statement and not pv_q(rec, p_text) and norm.n_words <= 12))
                 and "partner_asks_about_user" not in pflags
                 and not (intents & {"greeting", "logistics", "small_talk"} and norm.n_words <= 8)
                 and "asks_what_they_do" not in intents
@@ -346,7 +346,9 @@ def analyse(rec: IntentRecogniser, text: str, context: Sequence[Turn] = ()) -> A
     if "partner_pitches" in pflags and is_q:
         f["x:q|p_pitches"] = 1.0
     if "sizing_q" in intents:
-        f["x:sizing|" + ("pitched" if pitched_before else "resisted" if resisted else "plain")] = 1.0
+        # sizing up their operation after naming one's own company / offer (earlier or in this turn) is qualifying
+        offer_known = pitched_before or bool(intents & {"company_intro", "own_offering"})
+        f["x:sizing|" + ("pitched" if offer_known else "resisted" if resisted else "plain")] = 1.0
     if "partner_has_supplier" in pflags and is_q:
         f["x:q|p_supplier"] = 1.0  # "how's that working out for you?" after "we use a freelancer": sizing up the incumbent
     if pitched_before or resisted:
@@ -409,7 +411,7 @@ def _pitched(rec: IntentRecogniser, text: str) -> bool:
 @lru_cache(maxsize=8192)
 def _pitched_cached(_rid: int, text: str, rec: IntentRecogniser) -> bool:
     found = rec.match(rec.normalise(text))
-    return bool(set(found) & STRONG_PITCH) or "own_offering" in found
+    return bool(set(found) & STRONG_PITCH) or "own_offering" in found or "company_intro" in found
 
 
 def _public_intents(intents: frozenset[str] | set[str], label: str | None = None) -> frozenset[str]:
@@ -420,6 +422,9 @@ def _public_intents(intents: frozenset[str] | set[str], label: str | None = None
     if "advice" in out:
         out.discard("advice")
         out.add("offer_help")
+    if "company_intro" in out:
+        out.discard("company_intro")
+        out.add("own_offering")
     if "asks_about_them_stmt" in out:
         out.discard("asks_about_them_stmt")
         out.add("asks_about_them")
