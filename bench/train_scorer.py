@@ -89,18 +89,20 @@ class SparseRows:
         return SparseRows(remap[self.rows[keep]], self.cols[keep], self.vals[keep], (len(idx), self.shape[1]))
 
     def dot(self, W: np.ndarray) -> np.ndarray:
-        n = self.shape[0]
-        out = np.empty((n, W.shape[1]))
-        for j in range(W.shape[1]):
-            out[:, j] = np.bincount(self.rows, self.vals * W[self.cols, j], minlength=n)
-        return out
+        """X @ W."""
+        return _scatter(self.rows, self.cols, self.vals, W, self.shape[0])
 
     def tdot(self, G: np.ndarray) -> np.ndarray:
-        d = self.shape[1]
-        out = np.empty((d, G.shape[1]))
-        for j in range(G.shape[1]):
-            out[:, j] = np.bincount(self.cols, self.vals * G[self.rows, j], minlength=d)
-        return out
+        """X.T @ G."""
+        return _scatter(self.cols, self.rows, self.vals, G, self.shape[1])
+
+
+def _scatter(out_idx: np.ndarray, in_idx: np.ndarray, vals: np.ndarray, M: np.ndarray, n: int) -> np.ndarray:
+    """Sum ``vals * M[in_idx, j]`` into row ``out_idx`` of an (n x columns of M) result, column by column."""
+    out = np.empty((n, M.shape[1]))
+    for j in range(M.shape[1]):
+        out[:, j] = np.bincount(out_idx, vals * M[in_idx, j], minlength=n)
+    return out
 
 
 class Data:

@@ -240,14 +240,20 @@ class TinyDBStore:
                 yield None
                 return
             self._make_users_dir()
-            with self._file_lock(path):
-                db = TinyDB(path, storage=AtomicJSONStorage)
-                try:
-                    self._check_schema(db, path)
-                    yield db
-                    db.storage.commit()  # not reached if the operation raised: nothing is written
-                finally:
-                    db.close()
+            with self._file_lock(path), self._database(path) as db:
+                yield db
+                db.storage.commit()  # not reached if the operation raised: nothing is written
+
+    @contextlib.contextmanager
+    def _database(self, path: Path) -> Iterator[TinyDB]:
+        """The database of one locked operation, its schema checked; closed (changes not committed
+        are dropped) on the way out."""
+        db = TinyDB(path, storage=AtomicJSONStorage)
+        try:
+            self._check_schema(db, path)
+            yield db
+        finally:
+            db.close()
 
     def _make_users_dir(self) -> None:
         try:
@@ -346,37 +352,27 @@ class TinyDBStore:
         lock = self._lock(user_id)
         if not lock.acquire(blocking=False):
             return await asyncio.to_thread(self.update_many, user_id, changes)
-        handed_over = False
+        fd: int | None = None
         try:
             self._make_users_dir()
             fd = self._lock_file(path, wait=False)
-            if fd == _BUSY:
-                lock.release()
-                handed_over = True  # released already
-                return await asyncio.to_thread(self.update_many, user_id, changes)
-            try:
-                db = TinyDB(path, storage=AtomicJSONStorage)
-                try:
-                    self._check_schema(db, path)
+            if fd != _BUSY:
+                with self._database(path) as db:
                     results = _apply(db, changes)
                     payload = db.storage.payload()
-                finally:
-                    db.close()
                 staged = stage_write(path, payload) if payload is not None else None
-            except BaseException:
-                if fd is not None:
-                    os.close(fd)
-                raise
-            handed_over = True
-            # The thread makes the write durable, then unlocks. Shielded: if our caller is cancelled
-            # meanwhile, the write still finishes and the locks are still released (a queued job
-            # cancelled before it ran would keep the user locked forever).
-            loop = asyncio.get_running_loop()
-            await asyncio.shield(loop.run_in_executor(None, _finish_and_unlock, staged, fd, lock))
-            return results
-        finally:
-            if not handed_over:
-                lock.release()
+        except BaseException:
+            _unlock(fd, lock)
+            raise
+        if fd == _BUSY:  # another process is writing this user: wait for it in a thread
+            lock.release()
+            return await asyncio.to_thread(self.update_many, user_id, changes)
+        # The thread makes the write durable, then unlocks. Shielded: if our caller is cancelled
+        # meanwhile, the write still finishes and the locks are still released (a queued job
+        # cancelled before it ran would keep the user locked forever).
+        loop = asyncio.get_running_loop()
+        await asyncio.shield(loop.run_in_executor(None, _finish_and_unlock, staged, fd, lock))
+        return results
 
     def all(self, user_id: str, table: str) -> list[dict[str, Any]]:
         return [_strip(r) for r in self._snapshot(user_id).table(table).all()]
@@ -449,9 +445,14 @@ def _finish_and_unlock(staged: StagedWrite | None, fd: int | None, lock: threadi
         if staged is not None:
             finish_write(staged)
     finally:
-        if fd is not None:
-            os.close(fd)
-        lock.release()
+        _unlock(fd, lock)
+
+
+def _unlock(fd: int | None, lock: threading.Lock) -> None:
+    """Release what ``aupdate_many`` took: the file lock's descriptor (if any) and the thread lock."""
+    if fd is not None and fd != _BUSY:
+        os.close(fd)
+    lock.release()
 
 
 def _strip(row: dict[str, Any]) -> dict[str, Any]:

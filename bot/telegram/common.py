@@ -30,9 +30,8 @@ def profile_of(context: ContextTypes.DEFAULT_TYPE, uid: str) -> dict[str, Any]:
 
 
 async def write_profile(context: ContextTypes.DEFAULT_TYPE, uid: str, **changes: Any) -> None:
-    """Merge ``changes`` into the profile atomically (under the user's lock). Read and merge run on
-    the event loop, only the disk work (write, fsync, rename) in a worker thread
-    (see ``bot.store.write_many``)."""
+    """Merge ``changes`` into the profile atomically (under the user's lock). Only the slow disk work
+    (fsync, rename) leaves the event loop (see ``bot.store.write_many``)."""
     await write_many(engine_of(context).store, uid,
                      {("profile", "profile"): lambda p: {**(p or {}), **changes}})
 
