@@ -10,8 +10,9 @@ What it does (deterministic: fixed folds, full-batch optimisation, no random num
    ``bench/data/conversations_train.jsonl`` (read with the conversation before it) goes through the same
    :func:`bot.scoring.offline.analyse` the scorer uses at run time: intents, context flags, shape, words.
 2. A multinomial logistic regression (softmax, class-balanced, L2) is fitted with numpy. Intent/context
-   features and word features have separate L2 strengths; the word features are regularised much harder so
-   the model generalises from intents rather than memorising the corpus' vocabulary.
+   features and word features have separate L2 strengths (with one fold per author the word features
+   earn the lighter one: what generalises to a new author is the words of the intents, not only the
+   hand-written families, which were widened while reading the train authors).
 3. The strengths and whether rules get the last word are chosen by cross-validation on the train split
    with one fold per author (see ``folds_for``). The focus-score parameters (effort exponent, discount for social
    filler, value of a neutral turn) are then fitted on the train conversations using out-of-fold

@@ -221,8 +221,8 @@ class PracticeEngine:
             if session.persona.left:
                 raise SessionError(f"{scenario.persona.first_name} has left the conversation. Use /end to see your debrief.")
             history = session.transcript()
-            score = self.scorer.score_turn(text, history)
-            reading = Reading(score, self.scorer.intents(text, history))
+            score, intents = self.scorer.read_turn(text, history)
+            reading = Reading(score, intents)
             change = update_engagement(session.persona, reading, text)
             session.turns.append(
                 {"role": "user", "text": text, "at": self._now(), "label": score.label, "confidence": score.confidence}

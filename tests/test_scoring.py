@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import threading
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ from bot.scoring import (
     verdict_for,
 )
 from bot.scoring.cli import run
-from bot.scoring.intents import ALL_INTENTS
+from bot.scoring.intents import ALL_INTENTS, DATA as INTENTS_TOML, IntentRecogniser
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data"
@@ -161,7 +162,11 @@ def test_chat_style_typos_and_emoji(scorer):
     assert label(scorer, "heres my card 📇 call me if u ever need a website lol") == "pitch"
     assert label(scorer, "are u guys happy w ur current suplier??") == "pitch"
     assert label(scorer, "thx!! 🙏") == "neutral"
-    assert label(scorer, "CONGRATS ON THE NEW JOB!!! 🎉🎉", "I just started at the museum!") == "other_focus"
+    news = "I just started at the museum!"
+    assert label(scorer, "CONGRATS!!! 🎉🎉 WHAT WILL U BE WORKING ON??", news) == "other_focus"
+    # shouting and emoji do not change how a line reads (whether a bare congratulation is other-focused
+    # or polite is a call the corpora's authors split on, so only the sameness is asserted)
+    assert label(scorer, "CONGRATS ON THE NEW JOB!!! 🎉🎉", news) == label(scorer, "Congrats on the new job!", news)
     # odd input must not break anything
     for text in ["", "   ", "🙂🙂🙂", "?!?!", "a" * 5000, "ñandú café naïve résumé", "\u200b\u200b"]:
         ts = scorer.score_turn(text, [])
@@ -317,6 +322,28 @@ def test_pattern_gate_is_exact(scorer):
         finally:
             rec.use_gates = True
         assert rec_gated == rec_plain, t
+
+
+def test_prepared_recogniser_matches_the_same_and_compiles_nothing_later(scorer):
+    """The bot prepares the scorer at start-up so that no user's turn pays for compiling matchers.
+    A turn in words the model knows must then find every matcher ready (an unprepared recogniser
+    compiles on first sight of the same turns), and preparing must not change what is recognised."""
+    scorer.recogniser  # loads the model
+    known = tuple(scorer._model.known_words)
+    spec = tomllib.loads(INTENTS_TOML.read_text(encoding="utf-8"))
+    cold, warm = IntentRecogniser(spec, known), IntentRecogniser(spec, known)
+    assert warm.prepare(known) > 0
+    texts = [t for t, _, _ in CLEAR + HARD] + [t.text for t in LISTENER + PITCHER + MIXED]
+    in_known_words = [t for t in texts if set(warm.normalise(t).tokens) <= set(known)]
+    assert len(in_known_words) >= 3
+    ready = len(warm._spec)
+    for t in in_known_words:
+        warm.match(warm.normalise(t))
+        cold.match(cold.normalise(t))
+    assert len(warm._spec) == ready
+    assert len(cold._spec) > 0
+    for t in texts:
+        assert warm.match(warm.normalise(t)) == cold.match(cold.normalise(t)), t
 
 
 # --------------------------------------------------------------------------- the CLI contract

@@ -481,6 +481,21 @@ class IntentRecogniser:
 
     # ------------------------------------------------------------------ intents
 
+    def prepare(self, words: Iterable[str]) -> int:
+        """Build (and compile) the matching plans of ``words`` and of every two-word opening now.
+
+        Plans are otherwise made on first sight of a word, and compiling one costs about a millisecond:
+        a bot's first turns after a restart would pay several each, on the event loop, while other
+        users wait. Returns the number of compiled branch sets."""
+        for t in words:
+            if t not in self._plans:
+                self._plan_for(t)
+        for bg in self._bigram_idx:
+            if bg not in self._bplans:
+                t = bg.split(" ", 1)[0]
+                self._bigram_plan_for(bg, t, self._plans.get(t) or self._plan_for(t))
+        return len(self._spec)
+
     def match(self, norm: Normalised, per_sentence: list | None = None) -> dict[str, int]:
         """Intent name -> number of words in the sentences where it was found (its 'weight' in the turn).
 
