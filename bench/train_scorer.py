@@ -221,8 +221,10 @@ def conversation_score(idxs, analyses: list[Analysis], P: np.ndarray, labels_pre
 def focus_fit(convs, conv_index, P: np.ndarray, labels_pred: list[str], analyses: list[Analysis]):
     """Grid-search the focus-score parameters on the train conversations (out-of-fold predictions)."""
     best = None
+    # soft_mix up to 1: how much of a turn's value comes from the model's probabilities rather than
+    # its decided label; an unsure label then moves a short conversation's score less
     grid = itertools.product([0.25, 0.5, 0.75], [0.25, 0.5, 1.0], [0.4, 0.5, 0.6], [1.0, 1.25, 1.5, 2.0],
-                             [0.0, 0.3], [1.0, 1.15, 1.3], [-4.0, 0.0, 4.0])
+                             [0.0, 0.3, 0.5, 0.7, 1.0], [1.0, 1.15, 1.3, 1.45], [-4.0, 0.0, 4.0])
     for alpha, social, nv, pf, mix, stretch, shift in grid:
         fp = {**DEFAULT_FOCUS, "alpha": alpha, "social_factor": social, "neutral_value": nv, "pitch_factor": pf,
               "soft_mix": mix, "stretch": stretch, "shift": shift}
