@@ -10,8 +10,18 @@ from pathlib import Path
 from bot.llm.config import LLMConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-PROMPTS_DIR = ROOT / "prompts"
-SCENARIOS_DIR = ROOT / "scenarios"
+
+
+def _data_dir(name: str) -> Path:
+    """A data folder kept at the top of the repository (``prompts``, ``scenarios``). An installed
+    wheel carries it inside the package as ``bot/_<name>`` (see pyproject.toml); a checkout,
+    editable install included, reads it where it is edited."""
+    packaged = ROOT / "bot" / f"_{name}"
+    return packaged if packaged.is_dir() else ROOT / name
+
+
+PROMPTS_DIR = _data_dir("prompts")
+SCENARIOS_DIR = _data_dir("scenarios")
 
 
 @dataclass(frozen=True)
