@@ -727,3 +727,40 @@ def test_html_parser_units() -> None:
         {"type": "underline", "offset": 8, "length": 1},
         {"type": "text_link", "offset": 12, "length": 4, "url": "https://x.org/a)b"},
     ]
+
+
+async def test_webhook_delivery_is_in_order_with_the_secret_and_retried_until_taken(server: FakeBotAPI) -> None:
+    """What webhook tests rely on: updates POSTed one at a time, in order, carrying the secret
+    token; a failed answer holds the queue and is retried, like Telegram."""
+    from aiohttp import web
+
+    seen: list[tuple[str, str | None, int]] = []
+    answers = iter([500, 200, 200])
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.json()
+        status = next(answers)
+        seen.append((body["message"]["text"], request.headers.get("X-Telegram-Bot-Api-Secret-Token"), status))
+        return web.Response(status=status)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with httpx.AsyncClient() as client:
+            api = f"{server.base_url}{TOKEN}"
+            ok = (await client.post(f"{api}/setWebhook", json={"url": "https://example.org/hook", "secret_token": "s"})).json()
+            assert ok["ok"]
+        server.deliver_webhooks_to(f"http://127.0.0.1:{port}/hook")
+        user = server.user()
+        user.send_text("first")
+        user.send_text("second")
+        await server.wait_until(lambda: server.pending_updates == 0, timeout=5, what="both updates taken")
+    finally:
+        await runner.cleanup()
+    assert seen == [("first", "s", 500), ("first", "s", 200), ("second", "s", 200)]
+    assert [status for _, status in server.webhook_attempts] == [500, 200, 200]

@@ -132,11 +132,12 @@ class TolerantUpdatesRequest(HTTPXRequest):
     async def post(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         result = await super().post(*args, **kwargs)
         if isinstance(result, list):
-            result = [_readable_update(item) for item in result]
+            result = [readable_update(item) for item in result]
         return result
 
 
-def _readable_update(item: object) -> object:
+def readable_update(item: object) -> object:
+    """The update itself, or only its ``update_id`` if PTB cannot parse it (warned by id)."""
     if not isinstance(item, dict) or not isinstance(item.get("update_id"), int):
         return item  # not an update at all: let PTB report the malformed answer
     try:
@@ -280,21 +281,15 @@ class WebhookOptions:
 
 def run_bot(config: Config, webhook: WebhookOptions | None = None) -> None:
     """Run until interrupted: long polling by default, or a webhook server."""
-    install_redaction(config.telegram_token, config.llm.api_key)
+    install_redaction(config.telegram_token, config.llm.api_key, webhook.secret_token if webhook else None)
     app = build_application(config, send_rate=send_rate_from_env())
     log.info("netcoach bot starting (%s)", "webhook" if webhook else "long polling")
     if webhook is None:
         app.run_polling(allowed_updates=Update.ALL_TYPES, drop_pending_updates=False)
     else:
-        path = "telegram"
-        app.run_webhook(
-            listen=webhook.listen,
-            port=webhook.port,
-            url_path=path,
-            webhook_url=f"{webhook.url.rstrip('/')}/{path}",
-            secret_token=webhook.secret_token,
-            allowed_updates=Update.ALL_TYPES,
-        )
+        from bot.telegram.webhook import serve_webhook
+
+        asyncio.run(serve_webhook(app, webhook))
 
 
 async def start_polling(app: Application, poll_timeout: float = 10.0) -> None:

@@ -52,8 +52,11 @@ Deliberate differences from Telegram (documented so nobody is surprised):
 
 * A bare ``&`` in HTML text that is not an entity is rejected (Telegram keeps it literally);
   pass ``strict_html=False`` to get Telegram's lenient behaviour.
-* Updates are only delivered by long polling; ``setWebhook`` is stored (and makes
-  ``getUpdates`` fail with 409 like Telegram) but nothing is POSTed to the webhook URL.
+* ``setWebhook`` is stored and makes ``getUpdates`` fail with 409 like Telegram. Updates are
+  POSTed to the webhook only once a test says where its HTTPS URL really lands
+  (:meth:`FakeBotAPI.deliver_webhooks_to`, the part a TLS proxy plays in production); they go
+  one at a time, in order, and a non-2xx answer or a failed connection is retried after
+  ``webhook_retry_delay`` (Telegram retries too, for a while, and holds the queue meanwhile).
 * ``allowed_updates`` filters updates when they are *created* (Telegram: "doesn't affect
   updates created before the call"); filtered updates are kept in ``server.dropped_updates``.
 * A second ``getUpdates`` while one is in flight terminates the *older* one with 409
@@ -1781,6 +1784,13 @@ class FakeBotAPI:
         self._last_busy = time.monotonic()
         self._activity_waiters: list[asyncio.Future[None]] = []
 
+        # Webhook delivery (see deliver_webhooks_to)
+        self._webhook_target: str | None = None
+        self._webhook_task: asyncio.Task[None] | None = None
+        self._webhook_wake: asyncio.Event | None = None
+        self.webhook_retry_delay = 0.05
+        self.webhook_attempts: list[tuple[int, int | str]] = []  # (update_id, HTTP status or error) per POST
+
         self._closing = False
         self._stopping: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
@@ -1829,6 +1839,11 @@ class FakeBotAPI:
         self._wake_poller("closing")
         if self._stopping is not None:
             self._stopping.set()  # ends fault-injection sleeps at once
+        if self._webhook_task is not None:
+            self._webhook_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._webhook_task
+            self._webhook_task = None
         runner, self._runner = self._runner, None
         await runner.cleanup()
 
@@ -1988,6 +2003,58 @@ class FakeBotAPI:
         poll = self._poll
         if poll is not None and not poll.done():
             poll.set_result(reason)
+        if self._webhook_wake is not None:
+            self._webhook_wake.set()
+
+    # ------------------------------------------------------------------------------------
+    # Webhook delivery
+    # ------------------------------------------------------------------------------------
+
+    def deliver_webhooks_to(self, url: str) -> None:
+        """POST updates to ``url`` (plain HTTP on loopback) while a webhook is set: the public
+        HTTPS URL given to ``setWebhook`` is assumed to land there."""
+        if not url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]")):
+            raise ValueError("webhooks are only delivered to loopback")
+        self._webhook_target = url
+        if self._webhook_task is None:
+            self._webhook_wake = asyncio.Event()
+            self._webhook_task = asyncio.create_task(self._push_webhooks())
+        self._webhook_wake.set()
+
+    async def _push_webhooks(self) -> None:
+        from aiohttp import ClientError, ClientSession, ClientTimeout
+
+        assert self._webhook_wake is not None
+        async with ClientSession(timeout=ClientTimeout(total=10)) as session:
+            while not self._closing:
+                if not (self.webhook and self._updates and self._webhook_target):
+                    self._webhook_wake.clear()
+                    await self._webhook_wake.wait()
+                    continue
+                update = self._updates[0]
+                headers = {}
+                if self.webhook.get("secret_token"):
+                    headers["X-Telegram-Bot-Api-Secret-Token"] = str(self.webhook["secret_token"])
+                status: int | str
+                self._inflight += 1
+                try:
+                    async with session.post(self._webhook_target, json=dict(update), headers=headers) as resp:
+                        status = resp.status
+                except (ClientError, asyncio.TimeoutError) as exc:
+                    status = type(exc).__name__
+                finally:
+                    self._inflight -= 1
+                    self._mark_busy()
+                self.webhook_attempts.append((update.update_id, status))
+                self._touch()
+                if isinstance(status, int) and 200 <= status < 300:
+                    if self._updates and self._updates[0] is update:
+                        self._updates.popleft()
+                    if update.update_id > self._delivered_upto:
+                        self._delivered_upto = update.update_id
+                        self.updates_delivered += 1
+                else:
+                    await asyncio.sleep(self.webhook_retry_delay)
 
     # ------------------------------------------------------------------------------------
     # Inspection
@@ -2847,6 +2914,9 @@ class FakeBotAPI:
             "secret_token": p.get("secret_token"),
             "allowed_updates": p.get("allowed_updates"),
         }
+        allowed = p.get("allowed_updates")
+        if isinstance(allowed, list):
+            self._allowed_updates = frozenset(allowed) if allowed else None
         if p.get("drop_pending_updates"):
             self._drop_pending()
         self._wake_poller("webhook")
