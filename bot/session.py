@@ -187,6 +187,11 @@ class PracticeEngine:
 
     async def start(self, user_id: str, scenario_id: str) -> Session:
         """Begin a role-play; a role-play already in progress is set aside (kept, marked abandoned)."""
+        return (await self.switch_to(user_id, scenario_id))[0]
+
+    async def switch_to(self, user_id: str, scenario_id: str) -> tuple[Session, Session | None]:
+        """:meth:`start`, also returning the role-play it set aside (None if there was none), read
+        under the same lock: a front end that tells the user what was set aside is never wrong."""
         scenario = self.library.get(scenario_id)
         if scenario is None:
             raise SessionError(f"There is no scenario called {scenario_id!r}.")
@@ -204,7 +209,7 @@ class PracticeEngine:
             )
             session.turns.append({"role": "partner", "text": scenario.persona.opening_line, "at": self._now()})
             await self._save_and_point(user_id, [*([previous] if previous else []), session], session.id)
-            return session
+            return session, previous
 
     async def say(self, user_id: str, text: str) -> TurnResult:
         """Feed one user turn; returns the persona's reply. The turn is saved before replying."""

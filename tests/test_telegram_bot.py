@@ -158,6 +158,28 @@ async def test_hint_command_and_button(server: FakeBotAPI, bot: Application) -> 
     assert (await user.next_reply()).text.startswith("💡")
 
 
+async def test_picking_another_scenario_sets_the_running_one_aside(server: FakeBotAPI, bot: Application,
+                                                                    data_dir: Path) -> None:
+    """A user who starts something else mid-role-play is told which conversation was set aside,
+    the new persona takes over, and the old one is kept (as abandoned) rather than lost."""
+    user = server.user()
+    first = await start_practice(user, "Chamber of Commerce breakfast")
+    await chat(user, ["What brings you here this morning?"])
+    user.send_text("/practice")
+    menu = await user.next_reply()
+    user.press(menu, button_text=next(t for t in menu.button_texts if "Data engineering meetup" in t))
+    await user.wait_for(lambda r: r.edited)
+    aside = await user.next_reply()
+    assert aside.text == "(Your unfinished role-play with Rosa was set aside.)"
+    opening = await user.next_reply()
+    assert opening.button_texts == first.button_texts and opening.text != first.text
+    reply = (await chat(user, ["How did you get into that?"]))[0]
+    assert "Rosa" not in reply.text
+    engine: PracticeEngine = bot.bot_data["engine"]
+    kept = sorted((s["scenario_id"], s["status"]) for s in engine.store.all(f"tg-{user.id}", "sessions"))
+    assert kept == [("chamber-breakfast", "abandoned"), ("tech-meetup", "active")]
+
+
 async def test_history_progress_and_export(server: FakeBotAPI, bot: Application, data_dir: Path) -> None:
     user = server.user()
     user.send_text("/progress")

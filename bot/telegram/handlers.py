@@ -358,8 +358,7 @@ async def btn_pick(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str)
         return
     async with answering(query):
         uid = user_key(update)
-        previous = await io_read(context, engine.active, uid)
-        session = await engine.start(uid, scenario.id)
+        session, previous = await engine.switch_to(uid, scenario.id)
         intro = say("scenario_intro", s=scenario, p=scenario.persona)
         with contextlib.suppress(TelegramError):
             await query.edit_message_text(intro, parse_mode=ParseMode.HTML)
