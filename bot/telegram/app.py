@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import re
@@ -179,6 +180,15 @@ async def post_init(app: Application) -> None:
     pending = await asyncio.to_thread(scheduler.load, lambda uid: uid.startswith("tg-"))
     log.info("schedule loaded: %d pending prompt(s)", pending)
     await asyncio.to_thread(warm_up, app.bot_data["engine"])
+    settle_heap()
+
+
+def settle_heap() -> None:
+    """Move everything built at start-up (modules, scenarios, the scorer's tables) out of the
+    garbage collector's sight. It lives as long as the bot, yet every full collection walked all
+    of it (about 68,000 objects, 15-25 ms on this machine) on the event loop, in some user's turn."""
+    gc.collect()
+    gc.freeze()
 
 
 def warm_up(engine: PracticeEngine) -> None:
