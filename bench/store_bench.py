@@ -21,6 +21,11 @@ turns and one in progress), then copied under N user ids. Then, on users picked 
 * start-up: ``user_ids()`` and ``Scheduler.load()`` (the bot rebuilds its prompt schedule by
   reading every user file once at start).
 
+Then the other dimension, one user's history (``--history``, default 0, 30, 100, 300 finished
+sessions): the engine's whole role-play turn (scoring, persona, the durable write) and the
+profile read, for a user with that many finished sessions. Finished sessions live in the user's
+archive file, so neither should grow with the history.
+
 Figures are wall-clock milliseconds per operation (p50 / p95 / p99). The user files have just been
 written, so reads come from the page cache: this measures the store, not a cold disk.
 """
@@ -46,7 +51,7 @@ if str(ROOT) not in sys.path:
 from bot.config import SCENARIOS_DIR  # noqa: E402
 from bot.scenarios import ScenarioLibrary  # noqa: E402
 from bot.schedule import Scheduler  # noqa: E402
-from bot.session import PracticeEngine  # noqa: E402
+from bot.session import PracticeEngine, all_sessions  # noqa: E402
 from bot.store import TinyDBStore  # noqa: E402
 
 TEMPLATE_ID = "tg-900000001"
@@ -59,8 +64,8 @@ LINES = [
 ]
 
 
-def template_user(workdir: Path) -> bytes:
-    """A realistic user file, written by the real engine."""
+def template_user(workdir: Path) -> tuple[bytes, bytes]:
+    """A realistic user's files (everyday file, archive), written by the real engine."""
     store = TinyDBStore(workdir / "template")
     engine = PracticeEngine(store, ScenarioLibrary.from_dir(SCENARIOS_DIR))
 
@@ -74,16 +79,17 @@ def template_user(workdir: Path) -> bytes:
             await engine.say(TEMPLATE_ID, line)
 
     asyncio.run(play())
-    return (workdir / "template" / "users" / f"{TEMPLATE_ID}.json").read_bytes()
+    return tuple((workdir / "template" / folder / f"{TEMPLATE_ID}.json").read_bytes()  # type: ignore[return-value]
+                 for folder in ("users", "archive"))
 
 
-def populate(data_dir: Path, template: bytes, n: int) -> list[str]:
-    users_dir = data_dir / "users"
-    users_dir.mkdir(parents=True)
+def populate(data_dir: Path, template: tuple[bytes, bytes], n: int) -> list[str]:
     ids = [f"tg-{100000000 + i}" for i in range(n)]
     marker = TEMPLATE_ID.encode()
-    for uid in ids:  # setup only: plain writes, no fsync
-        (users_dir / f"{uid}.json").write_bytes(template.replace(marker, uid.encode()))
+    for folder, content in zip(("users", "archive"), template):
+        (data_dir / folder).mkdir(parents=True)
+        for uid in ids:  # setup only: plain writes, no fsync
+            (data_dir / folder / f"{uid}.json").write_bytes(content.replace(marker, uid.encode()))
     return ids
 
 
@@ -98,7 +104,7 @@ def timed(fn, *args) -> float:  # type: ignore[no-untyped-def]
     return (time.perf_counter() - t0) * 1000
 
 
-def bench_size(n: int, template: bytes, args: argparse.Namespace, workdir: Path) -> dict[str, object]:
+def bench_size(n: int, template: tuple[bytes, bytes], args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     data_dir = workdir / f"data-{n}"
     t0 = time.perf_counter()
     ids = populate(data_dir, template, n)
@@ -110,7 +116,7 @@ def bench_size(n: int, template: bytes, args: argparse.Namespace, workdir: Path)
 
     ops = {
         "get profile": lambda uid: store.get(uid, "profile", "profile"),
-        "all sessions": lambda uid: store.all(uid, "sessions"),
+        "all sessions": lambda uid: all_sessions(store, uid),
         "update profile": lambda uid: store.update(uid, "profile", "profile",
                                                    lambda p: {**(p or {}), "seen": time.time()}),
         "put session": lambda uid: store.put(uid, "sessions", session_id, session_record),
@@ -178,19 +184,59 @@ def bench_size(n: int, template: bytes, args: argparse.Namespace, workdir: Path)
     return result
 
 
+def bench_history(sizes: list[int], workdir: Path) -> None:
+    """Turn and read latency for one user with a growing number of finished sessions."""
+    store = TinyDBStore(workdir / "history")
+    library = ScenarioLibrary.from_dir(SCENARIOS_DIR)
+    engine = PracticeEngine(store, library)
+    engine.scorer.prepare()
+    scenarios = [s.id for s in library.all()]
+    uid = "tg-history"
+
+    async def run() -> None:
+        done = 0
+        print(f"{'finished sessions':>17} | {'files KB (everyday + archive)':>29} | {'turn ms p50/max':>15} | "
+              f"{'end ms':>6} | {'get profile ms':>14}")
+        for size in sizes:
+            while done < size:
+                await engine.start(uid, scenarios[done % len(scenarios)])
+                for line in LINES:
+                    await engine.say(uid, line)
+                await engine.end(uid)
+                done += 1
+            kb = [(store.data_dir / folder / f"{uid}.json").stat().st_size / 1024
+                  if (store.data_dir / folder / f"{uid}.json").exists() else 0.0 for folder in ("users", "archive")]
+            await engine.start(uid, scenarios[0])
+            turns = []
+            for line in LINES:
+                t0 = time.perf_counter()
+                await engine.say(uid, line)
+                turns.append((time.perf_counter() - t0) * 1000)
+            reads = [timed(store.get, uid, "profile", "profile") for _ in range(50)]
+            t0 = time.perf_counter()
+            await engine.end(uid)
+            end_ms = (time.perf_counter() - t0) * 1000
+            done += 1
+            print(f"{size:17d} | {kb[0]:12.1f} + {kb[1]:14.1f} | {pct(turns, 50):6.2f}/{max(turns):7.2f} | "
+                  f"{end_ms:6.1f} | {pct(reads, 50):14.2f}", flush=True)
+
+    asyncio.run(run())
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--users", default="10,1000,10000", help="comma-separated user counts")
     ap.add_argument("--ops", type=int, default=1000, help="timed reads per operation kind (writes: half)")
     ap.add_argument("--threads", type=int, default=6, help="threads for the concurrent mix (default 6)")
+    ap.add_argument("--history", default="0,30,100,300", help="finished sessions of one user (comma-separated; '' skips)")
     args = ap.parse_args()
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     print(f"machine: cpus={os.cpu_count()}, cpu_model={cpu}, python={platform.python_version()}")
     workdir = Path(tempfile.mkdtemp(prefix="netcoach-store-"))
     try:
         template = template_user(workdir)
-        print(f"user file: {len(template) / 1024:.1f} KB (profile, one finished and one active session); "
-              f"data dir on {workdir}")
+        print(f"user files: {len(template[0]) / 1024:.1f} KB (profile, one session in progress) and "
+              f"{len(template[1]) / 1024:.1f} KB (archive: one finished session); data dir on {workdir}")
         print(f"{'users':>6} | {'get profile':>17} | {'all sessions':>17} | {'update profile':>17} | "
               f"{'put session':>17} | {'mix 1 thr':>9} | {f'mix {args.threads} thr':>9} {'p95':>6} | "
               f"{'1 locked':>8} | {'user_ids':>8} {'sched.load':>10}")
@@ -207,6 +253,9 @@ def main() -> int:
                   f"{r['mixed threads p50/p95'][1]:6.2f} | {r['while one user locked max ms']:8.2f} | "
                   f"{r['user_ids s']:8.3f} {r['schedule load s']:10.2f}",
                   flush=True)
+        if args.history:
+            print()
+            bench_history([int(x) for x in args.history.split(",")], workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

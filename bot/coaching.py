@@ -22,6 +22,7 @@ from typing import Any, Callable
 from bot.progress import summarise
 from bot.scenarios import ID_RE, Scenario, ScenarioError, ScenarioLibrary, parse_scenario
 from bot.schedule import Scheduler
+from bot.session import finished_sessions
 from bot.store import Store
 
 SYSTEM = "sys-invites"  # system file: invite hashes -> coach
@@ -334,17 +335,14 @@ class Coaching:
         return rows
 
     def _scores(self, trainee: str) -> list[int]:
-        sessions = [s for s in self.store.all(trainee, "sessions") if s.get("status") == "ended" and s.get("result")]
-        sessions.sort(key=lambda s: (s["started_at"], s["id"]))
-        return [int(s["result"]["focus_score"]) for s in sessions]
+        return [int(s["result"]["focus_score"]) for s in finished_sessions(self.store, trainee) if s.get("result")]
 
     def transcripts(self, coach: str, link_id: str, limit: int = 1) -> list[dict[str, Any]]:
         """The trainee's latest finished sessions with transcripts, only with that consent."""
         link = self._link(coach, link_id)
         if link is None or link["consent"] != "transcripts":
             raise CoachingError("Not available.")
-        sessions = [s for s in self.store.all(link["trainee"], "sessions") if s.get("status") == "ended"]
-        sessions.sort(key=lambda s: (s["started_at"], s["id"]))
+        sessions = finished_sessions(self.store, link["trainee"])
         return [{"name": link["name"], **s} for s in sessions[-limit:]]
 
     # -- coach-authored scenarios ---------------------------------------------------------------

@@ -27,7 +27,8 @@ from bot.scenarios import Scenario, ScenarioLibrary
 from bot.scoring import OfflineScorer, Turn
 from bot.store import Store, read_call, write_many
 
-SESSIONS = "sessions"
+SESSIONS = "sessions"  # the role-play in progress (and, in files from before the archive, older ones)
+ARCHIVE = "sessions_archive"  # finished and set-aside sessions: kept apart by the store (bot.store.is_archive)
 PROFILE = "profile"
 ACTIVE = "active_session"  # the profile field naming the role-play in progress
 MAX_TURN_CHARS = 4096  # Telegram's own limit; the terminal is held to the same
@@ -35,6 +36,30 @@ MAX_TURN_CHARS = 4096  # Telegram's own limit; the terminal is held to the same
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def all_sessions(store: Store, user_id: str) -> list[dict[str, Any]]:
+    """Every session record of the user, archived or not, each once (the archived copy wins: see
+    ``PracticeEngine._save_and_point``)."""
+    by_id = {d["id"]: d for d in store.all(user_id, SESSIONS)}
+    by_id.update((d["id"], d) for d in store.all(user_id, ARCHIVE))
+    return list(by_id.values())
+
+
+def export_user(store: Store, user_id: str) -> dict[str, Any]:
+    """Everything kept about the user, by table, with all their sessions in one ``sessions`` list
+    (oldest first) wherever the store keeps them."""
+    data = {k: v for k, v in store.export_user(user_id).items() if k not in (SESSIONS, ARCHIVE)}
+    sessions = sorted(all_sessions(store, user_id), key=lambda d: (d.get("started_at", ""), d["id"]))
+    if sessions:
+        data[SESSIONS] = sessions
+    return dict(sorted(data.items()))
+
+
+def finished_sessions(store: Store, user_id: str) -> list[dict[str, Any]]:
+    """The user's ended sessions as stored, oldest first."""
+    ended = [d for d in all_sessions(store, user_id) if d.get("status") == "ended"]
+    return sorted(ended, key=lambda d: (d["started_at"], d["id"]))
 
 
 class SessionError(Exception):
@@ -150,16 +175,28 @@ class PracticeEngine:
         data = session.to_dict()
         await self._write(session.user_id, {(SESSIONS, session.id): lambda _old: data})
 
-    async def _save_and_point(self, user_id: str, sessions: list[Session], active_id: str | None) -> None:
-        """Save sessions and the profile's pointer to the active one in a single atomic write:
-        a crash can never leave the pointer aiming at a session that was not saved."""
+    async def _save_and_point(self, user_id: str, done: list[Session], active: Session | None) -> None:
+        """Keep the sessions that are over in the archive, then save the one in progress (if any)
+        and the profile's pointer to it in one atomic write: a crash can never leave the pointer
+        aiming at a session that was not saved.
+
+        Two writes, the archive's first: a crash between them leaves a session both archived and
+        still pointed at, which reads as in progress (the user carries on; ending it again
+        overwrites the archived copy). Never a session in neither place."""
+        hot = await self._read(self.store.all, user_id, SESSIONS)
+        hot_ids = {d["id"] for d in hot}
+        keep = {s.id for s in done} | ({active.id} if active else set())
+        # files written before the archive kept older sessions here: they move on the way
+        archived = [*(Session.from_dict(d) for d in hot if d["id"] not in keep), *done]
+        if archived:
+            await self._write(user_id, {(ARCHIVE, s.id): (lambda _old, data=s.to_dict(): data) for s in archived})
 
         def point(profile: dict[str, Any] | None) -> dict[str, Any]:
-            return {**(profile or {}), ACTIVE: active_id}
+            return {**(profile or {}), ACTIVE: active.id if active else None}
 
-        changes: dict[tuple[str, str], Any] = {
-            (SESSIONS, s.id): (lambda _old, data=s.to_dict(): data) for s in sessions
-        }
+        changes: dict[tuple[str, str], Any] = {(SESSIONS, s.id): (lambda _old: None) for s in archived if s.id in hot_ids}
+        if active is not None:
+            changes[(SESSIONS, active.id)] = lambda _old, data=active.to_dict(): data
         changes[(PROFILE, PROFILE)] = point
         await self._write(user_id, changes)
 
@@ -175,13 +212,12 @@ class PracticeEngine:
         return session if session and session.active else None
 
     def get(self, user_id: str, session_id: str) -> Session | None:
-        data = self.store.get(user_id, SESSIONS, session_id)
+        data = self.store.get(user_id, SESSIONS, session_id) or self.store.get(user_id, ARCHIVE, session_id)
         return Session.from_dict(data) if data else None
 
     def history(self, user_id: str) -> list[Session]:
         """Finished sessions, oldest first."""
-        sessions = [Session.from_dict(d) for d in self.store.all(user_id, SESSIONS)]
-        return sorted((s for s in sessions if s.status == "ended"), key=lambda s: (s.started_at, s.id))
+        return [Session.from_dict(d) for d in finished_sessions(self.store, user_id)]
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -208,7 +244,7 @@ class PracticeEngine:
                 persona=PersonaState.initial(scenario),
             )
             session.turns.append({"role": "partner", "text": scenario.persona.opening_line, "at": self._now()})
-            await self._save_and_point(user_id, [*([previous] if previous else []), session], session.id)
+            await self._save_and_point(user_id, [previous] if previous else [], session)
             return session, previous
 
     async def say(self, user_id: str, text: str) -> TurnResult:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from bot.events import EventBook
 
 from bot.scenarios import Scenario, ScenarioLibrary
-from bot.session import PracticeEngine, SessionError
+from bot.session import PracticeEngine, SessionError, export_user
 
 def plain(text: str) -> str:
     """Our Telegram HTML wording as terminal text."""
@@ -193,6 +193,6 @@ class Terminal:
         return 0
 
     def export(self, user_id: str) -> int:
-        data = self.engine.store.export_user(user_id)
+        data = export_user(self.engine.store, user_id)
         self.say(json.dumps({"user": user_id, "data": data}, ensure_ascii=False, indent=2))
         return 0

@@ -78,6 +78,15 @@ def stored(bot: Bot, user: FakeUser) -> dict[str, Any]:
     return json.loads(user_file(bot, user).read_text(encoding="utf-8"))
 
 
+def stored_sessions(bot: Bot, user: FakeUser) -> list[dict[str, Any]]:
+    """Every session in the user's files: in progress (their file) and over (their archive)."""
+    sessions = list(stored(bot, user).get("sessions", {}).values())
+    archive = bot.data_dir / "archive" / f"tg-{user.id}.json"
+    if archive.exists():
+        sessions += json.loads(archive.read_text(encoding="utf-8")).get("sessions_archive", {}).values()
+    return sorted(sessions, key=lambda s: (s["started_at"], s["id"]))
+
+
 def session_turns(bot: Bot, user: FakeUser) -> list[dict[str, Any]]:
     sessions = list(stored(bot, user).get("sessions", {}).values())
     active = [s for s in sessions if s["status"] == "active"]
@@ -400,7 +409,7 @@ async def _(bot: Bot, user: FakeUser) -> None:
     await bot.server.wait_idle(quiet=0.1)
     assert not any("Focus score" in (r.text or "") or "No role-play" in (r.text or "")
                    for r in user.pending_replies())  # ...but there is one debrief and no complaint
-    ended = [s for s in stored(bot, user)["sessions"].values() if s["status"] == "ended"]
+    ended = [s for s in stored_sessions(bot, user) if s["status"] == "ended"]
     assert len(ended) == 1
 
 
@@ -545,7 +554,7 @@ async def _(bot: Bot, user: FakeUser) -> None:
     # the pointer to /practice.
     ok = (PERSONA, "has left the conversation", "Focus score", POINTER, "Use /end")
     assert all(any(k in (r.text or "") for k in ok) for r in replies), replies
-    sessions = list(stored(bot, user)["sessions"].values())
+    sessions = stored_sessions(bot, user)
     said = [t["text"] for t in sessions[-1]["turns"] if t["role"] == "user"]
     assert said == lines[:len(said)] and said  # in order, none doubled or reordered
 
@@ -563,8 +572,8 @@ async def _(bot: Bot, user: FakeUser) -> None:
 
 
 def check_store(data_dir: Path) -> None:
-    for path in (data_dir / "users").glob("*"):
-        assert not path.name.endswith(".tmp"), f"temp file left behind: {path.name}"
+    for path in data_dir.rglob("*.tmp"):
+        raise AssertionError(f"temp file left behind: {path}")
     for path in data_dir.rglob("*.json"):
         json.loads(path.read_text(encoding="utf-8"))  # raises on a damaged file
 

@@ -184,8 +184,9 @@ async def test_kill_9_under_load_then_restart(tmp_path: Path) -> None:
             assert_store_intact(data_dir)
             store = TinyDBStore(data_dir)
             for user in finishers:
-                sessions = store.all(f"tg-{user.id}", "sessions")
-                assert [s["status"] for s in sessions] == ["ended"]
+                assert store.all(f"tg-{user.id}", "sessions") == []  # nothing left in progress...
+                sessions = store.all(f"tg-{user.id}", "sessions_archive")
+                assert [s["status"] for s in sessions] == ["ended"]  # ...and the finished one kept
             active_before = {u.id: next(s["id"] for s in store.all(f"tg-{u.id}", "sessions") if s["status"] == "active")
                              for u in loaders}
 

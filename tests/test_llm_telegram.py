@@ -79,7 +79,9 @@ def assert_no_error_shown(user) -> None:
 
 def sessions_of(data_dir: Path, user) -> list[dict]:
     data = json.loads((data_dir / "users" / f"tg-{user.id}.json").read_text())
-    return list(data["sessions"].values())
+    archive = data_dir / "archive" / f"tg-{user.id}.json"
+    done = json.loads(archive.read_text())["sessions_archive"] if archive.exists() else {}
+    return sorted([*data["sessions"].values(), *done.values()], key=lambda s: (s["started_at"], s["id"]))
 
 
 async def practise(user, lines: list[str]) -> tuple[list, str, str]:

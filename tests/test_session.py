@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.scenarios import ScenarioLibrary
-from bot.session import PracticeEngine, SessionError
+from bot.session import PracticeEngine, SessionError, export_user
 from bot.store import TinyDBStore
 from tests.conftest import run_netcoach
 
@@ -142,3 +142,62 @@ def test_terminal_export_and_forget(tmp_path: Path) -> None:
     done = run_netcoach("forget", "--yes", data_dir=tmp_path)
     assert "deleted" in done.stdout
     assert "No finished practice sessions" in run_netcoach("history", data_dir=tmp_path).stdout
+
+
+# -- history kept apart: the everyday file stays small ----------------------------------------
+
+
+async def practise_once(engine: PracticeEngine, user: str, scenario: str = "tech-meetup") -> str:
+    session = await engine.start(user, scenario)
+    await engine.say(user, "What are you working on at the moment?")
+    await engine.end(user)
+    return session.id
+
+
+async def test_the_users_everyday_file_does_not_grow_with_their_history(engine: PracticeEngine,
+                                                                       data_dir: Path) -> None:
+    """Every turn rewrites the file it changes; finished sessions live in the user's archive so a
+    long history never slows a turn down (it cost 75 ms per turn at 300 sessions)."""
+    everyday, archive = data_dir / "users" / "u1.json", data_dir / "archive" / "u1.json"
+    first = await practise_once(engine, "u1")
+    await engine.start("u1", "chamber-breakfast")
+    size_after_one = everyday.stat().st_size
+    await engine.cancel("u1")
+    ids = [first] + [await practise_once(engine, "u1") for _ in range(24)]
+    await engine.start("u1", "chamber-breakfast")
+    assert everyday.stat().st_size <= size_after_one * 1.2  # one session in progress, as before
+    assert archive.stat().st_size > 20 * size_after_one
+    assert sorted(s.id for s in engine.history("u1")) == sorted(ids)  # ...and nothing of the history is lost
+    assert engine.debrief("u1", first) is not None
+    exported = export_user(engine.store, "u1")
+    assert sorted(s["status"] for s in exported["sessions"]) == ["abandoned", "active", *["ended"] * 25]
+    assert "sessions_archive" not in exported
+
+
+async def test_files_from_before_the_archive_read_the_same_and_move_over(engine: PracticeEngine,
+                                                                        data_dir: Path) -> None:
+    ids = [await practise_once(engine, "u1") for _ in range(2)]
+    for record in engine.store.all("u1", "sessions_archive"):  # the old layout: all in one file
+        engine.store.put("u1", "sessions", record["id"], record)
+    (data_dir / "archive" / "u1.json").unlink()
+    assert sorted(s.id for s in engine.history("u1")) == sorted(ids)
+    ids.append(await practise_once(engine, "u1"))
+    assert engine.store.all("u1", "sessions") == []
+    assert sorted(s.id for s in engine.history("u1")) == sorted(ids)
+
+
+async def test_a_crash_between_archiving_and_unpointing_loses_nothing(engine: PracticeEngine) -> None:
+    """End writes the archive first, then the everyday file. Here the second write never
+    happened: the session is archived and still in progress; it reads as in progress, is listed
+    once, and ending it again replaces the archived copy."""
+    session = await engine.start("u1", "tech-meetup")
+    await engine.say("u1", "What are you working on at the moment?")
+    early = engine.active("u1")
+    early.status, early.result = "ended", {"focus_score": 50, "verdict": "mixed", "labels": ["other_focus"]}
+    engine.store.put("u1", "sessions_archive", session.id, early.to_dict())
+    assert engine.active("u1").id == session.id
+    await engine.say("u1", "How did you get into that?")
+    await engine.end("u1")
+    [kept] = engine.history("u1")
+    assert [t["text"] for t in kept.turns if t["role"] == "user"] == [
+        "What are you working on at the moment?", "How did you get into that?"]

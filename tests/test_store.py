@@ -70,6 +70,23 @@ def test_export_and_delete_user(store: TinyDBStore, data_dir: Path) -> None:
     assert store.delete_user("u1") is False
 
 
+def test_archive_tables_live_in_their_own_file_and_go_with_the_user(store: TinyDBStore, data_dir: Path) -> None:
+    """``*_archive`` tables (finished sessions) are kept apart so the everyday file stays small;
+    reads, export and delete treat the two files as one user."""
+    store.put("u1", "profile", "profile", {"goal": "g"})
+    store.put("u1", "sessions_archive", "s1", {"score": 1})
+    assert "sessions_archive" not in json.loads((data_dir / "users" / "u1.json").read_text())
+    assert json.loads((data_dir / "archive" / "u1.json").read_text())["sessions_archive"]
+    assert store.get("u1", "sessions_archive", "s1") == {"score": 1}
+    assert store.export_user("u1") == {"profile": [{"goal": "g"}], "sessions_archive": [{"score": 1}]}
+    # one operation writes one file, so it cannot span both and stay all-or-nothing
+    with pytest.raises(ValueError, match="archive"):
+        store.update_many("u1", {("profile", "profile"): lambda p: {}, ("sessions_archive", "s2"): lambda r: {"n": 2}})
+    assert store.get("u1", "profile", "profile") == {"goal": "g"} and store.get("u1", "sessions_archive", "s2") is None
+    assert store.delete_user("u1") is True
+    assert list(data_dir.rglob("u1.*")) == [] and store.export_user("u1") == {}
+
+
 def test_rejects_path_tricks_in_user_ids(store: TinyDBStore) -> None:
     for bad in ["../etc", "a/b", "", "x" * 65, "tg 1"]:
         with pytest.raises(ValueError):

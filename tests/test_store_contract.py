@@ -217,5 +217,6 @@ async def test_the_telegram_bot_runs_on_the_second_backend(library: ScenarioLibr
             assert "How did you get into data engineering?" in debrief.text
         finally:
             await stop_polling(app)
-    assert [s["status"] for s in store.all(f"tg-{user.id}", "sessions")] == ["ended"]
+    assert store.all(f"tg-{user.id}", "sessions") == []
+    assert [s["status"] for s in store.all(f"tg-{user.id}", "sessions_archive")] == ["ended"]
     assert not (data_dir / "users").exists()  # nothing touched the TinyDB folder

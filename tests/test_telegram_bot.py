@@ -17,7 +17,7 @@ from telegram.ext import Application
 from bot.config import Config
 from bot.persona import OfflinePersona
 from bot.scenarios import ScenarioLibrary
-from bot.session import PracticeEngine
+from bot.session import PracticeEngine, all_sessions
 from bot.store import TinyDBStore
 from bot.telegram.app import build_application, start_polling, stop_polling
 from tests.conftest import TOKEN, running_bot
@@ -176,7 +176,7 @@ async def test_picking_another_scenario_sets_the_running_one_aside(server: FakeB
     reply = (await chat(user, ["How did you get into that?"]))[0]
     assert "Rosa" not in reply.text
     engine: PracticeEngine = bot.bot_data["engine"]
-    kept = sorted((s["scenario_id"], s["status"]) for s in engine.store.all(f"tg-{user.id}", "sessions"))
+    kept = sorted((s["scenario_id"], s["status"]) for s in all_sessions(engine.store, f"tg-{user.id}"))
     assert kept == [("chamber-breakfast", "abandoned"), ("tech-meetup", "active")]
 
 
@@ -219,9 +219,14 @@ async def test_forget_deletes_the_users_file_after_confirmation(server: FakeBotA
         await u.next_reply()
     path = data_dir / "users" / f"tg-{user.id}.json"
     assert path.exists()
+    await start_practice(user, "Data engineering meetup")
+    await end_and_debrief(user, (await chat(user, CURIOUS[:1]))[-1])
+    archive = data_dir / "archive" / f"tg-{user.id}.json"
+    assert archive.exists()  # the finished session
 
     user.send_text("/forget")
     confirm = await user.next_reply()
+    assert "your 1 practice session," in confirm.text
     user.press(confirm, button_text="No, keep my data")
     assert "Nothing was deleted" in (await user.next_reply()).text
     assert path.exists()
@@ -231,7 +236,7 @@ async def test_forget_deletes_the_users_file_after_confirmation(server: FakeBotA
     query = user.press(confirm, button_text="Yes, delete everything")
     assert "deleted" in (await user.next_reply()).text
     await user.callback_answer(query)
-    assert not path.exists()
+    assert not path.exists() and not archive.exists()
     assert (data_dir / "users" / f"tg-{other.id}.json").exists()
 
     stale = user.press_data(confirm.message_id, confirm.reply_markup["inline_keyboard"][0][0]["callback_data"])

@@ -98,14 +98,14 @@ def usage(data_dir: Path, out: TextIO | None = None) -> int:
     """Token totals per model across every user's practice sessions in ``data_dir``."""
     out = out or sys.stdout
     from bot.llm.usage import totals
-    from bot.session import SESSIONS
+    from bot.session import all_sessions
     from bot.store import StoreError, TinyDBStore
 
     store = TinyDBStore(data_dir)
     records = []
     for user_id in store.user_ids():
         try:
-            records.extend(s.get("usage") for s in store.all(user_id, SESSIONS))
+            records.extend(s.get("usage") for s in all_sessions(store, user_id))
         except (StoreError, ValueError) as exc:
             print(f"netcoach usage: skipped {user_id}: {exc}", file=sys.stderr)
     rows = totals(records)

@@ -27,7 +27,7 @@ from telegram.ext import ContextTypes
 
 from bot.progress import chart_png, summarise
 from bot.scenarios import DIFFICULTIES, Scenario
-from bot.session import ACTIVE, PracticeEngine, Session, SessionError
+from bot.session import ACTIVE, PracticeEngine, Session, SessionError, all_sessions, export_user
 from bot.store import StoreError
 from bot.telegram import coach
 from bot.telegram import events as ev
@@ -221,7 +221,7 @@ async def send_progress(message: Message, context: ContextTypes.DEFAULT_TYPE, ui
 
 async def export(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     uid = user_key(update)
-    data = await io_call(engine_of(context).store.export_user, uid)
+    data = await io_call(export_user, engine_of(context).store, uid)
     document = {
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "telegram_user_id": update.effective_user.id if update.effective_user else None,
@@ -238,7 +238,7 @@ async def forget(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Ask first: the confirm button carries a one-time token kept in the profile."""
     uid = user_key(update)
     token = secrets.token_urlsafe(9)
-    sessions = await io_call(engine_of(context).store.all, uid, "sessions")
+    sessions = await io_call(all_sessions, engine_of(context).store, uid)
     await write_profile(context, uid, forget_token=token,
                   forget_asked_at=datetime.now(timezone.utc).timestamp())
     markup = InlineKeyboardMarkup([[InlineKeyboardButton(button("forget_yes"), callback_data=f"f:yes:{token}"),
