@@ -11,10 +11,9 @@ regular-expression families in ``intents.toml`` (a data file coaches can read an
 The statistical model in :mod:`bot.scoring.offline` then weighs the recognised intents, the context and a
 few lexical cues.
 
-Normalisation makes the patterns robust to chat style: lowercase, straight quotes, contractions expanded
-("don't" -> "do not", "let's" -> "let us"), chat forms ("u", "ur", "thx", "wanna"), a few typos repaired
-(missing/extra letter or swapped neighbours on the words the patterns rely on), emoji mapped to words or
-dropped, filler words removed, money and percentages turned into ``_money_`` / ``_pct_`` tokens.
+Normalisation (:mod:`bot.scoring.normalise`) makes the patterns robust to chat style; the compiled forms
+of the families and the opening-word gates that keep matching fast are in :mod:`bot.scoring.patterns`.
+This module holds the recogniser that puts them together, and the memos around it.
 
 Everything here is pure Python (``re`` + ``tomllib``), deterministic and thread-safe once built: the
 compiled tables are immutable and the only mutable state is bounded memos (typo corrections, per-token
@@ -25,11 +24,13 @@ from __future__ import annotations
 
 import re
 import tomllib
-import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
+
+from bot.scoring.normalise import CHAT_FORMS, STOPWORDS, Normalised, Normaliser, clear_stems, content_stems
+from bot.scoring.patterns import NEVER, Gate, LazyRegex, anchor, compile_family, gate_terms, split_top
 
 DATA = Path(__file__).with_name("intents.toml")
 
@@ -71,221 +72,6 @@ INTENT_LABEL = {
     **{i: "neutral" for i in NEUTRAL_INTENTS},
 }
 
-# ----------------------------------------------------------------------------- normalisation
-
-_CHAT = {
-    "u": "you", "ya": "you", "yu": "you", "yoo": "you", "ur": "your", "yr": "your", "urs": "yours",
-    "r": "are", "b4": "before", "pls": "please", "plz": "please", "pleeease": "please",
-    "thx": "thanks", "thnx": "thanks", "thanx": "thanks", "tnx": "thanks", "ty": "thanks", "tysm": "thanks",
-    "tks": "thanks", "thankyou": "thank you", "thank": "thank",
-    "gonna": "going to", "wanna": "want to", "gotta": "got to", "lemme": "let me", "gimme": "give me",
-    "kinda": "kind of", "sorta": "sort of", "dunno": "do not know", "wat": "what", "wut": "what",
-    "whatcha": "what are you", "watcha": "what are you", "wot": "what", "hw": "how",
-    "whats": "what is", "hows": "how is", "whos": "who is", "wheres": "where is", "whens": "when is",
-    "thats": "that is", "theres": "there is", "heres": "here is", "its": "its", "hes": "he is",
-    "shes": "she is", "im": "i am", "ive": "i have", "youre": "you are", "youd": "you would",
-    "youll": "you will", "youve": "you have", "yall": "you all", "dont": "do not", "cant": "can not",
-    "wont": "will not", "didnt": "did not", "doesnt": "does not", "isnt": "is not", "arent": "are not",
-    "wasnt": "was not", "werent": "were not", "havent": "have not", "hasnt": "has not",
-    "wouldnt": "would not", "couldnt": "could not", "shouldnt": "should not", "lets": "let us",
-    "theyre": "they are", "weve": "we have", "itll": "it will", "thatll": "that will",
-    "cuz": "because", "coz": "because", "cos": "because", "bc": "because", "bcz": "because",
-    "abt": "about", "btw": "by the way", "tbh": "to be honest", "imo": "in my opinion",
-    "imho": "in my opinion", "rn": "right now", "np": "no problem", "ofc": "of course",
-    "def": "definitely", "defo": "definitely", "prob": "probably", "probs": "probably", "msg": "message",
-    "dm": "message", "hv": "have", "wud": "would", "cud": "could", "shud": "should", "luv": "love",
-    "gr8": "great", "nite": "night", "k": "ok", "kk": "ok", "okay": "ok", "okey": "ok", "okk": "ok",
-    "yep": "yes", "yup": "yes", "yea": "yes", "yeah": "yes", "yeh": "yes", "ye": "yes", "yass": "yes",
-    "nah": "no", "nope": "no", "ppl": "people", "biz": "business", "convo": "conversation",
-    "tmrw": "tomorrow", "tmr": "tomorrow", "tmw": "tomorrow", "2moro": "tomorrow", "2day": "today",
-    "tonite": "tonight", "l8r": "later", "ltr": "later", "cya": "see you", "thru": "through",
-    "tho": "though", "w": "with", "wo": "without", "bday": "birthday", "congratz": "congrats",
-    "congrats": "congrats", "grats": "congrats", "gratz": "congrats", "intro": "intro",
-    "ttyl": "talk to you later", "brb": "be right back", "idk": "i do not know", "afaik": "as far as i know",
-    "asap": "as soon as possible", "fyi": "for your information", "pm": "pm", "hru": "how are you",
-    "wyd": "what are you doing", "omg": "oh my god", "ngl": "not going to lie", "irl": "in real life",
-    "smth": "something", "sth": "something", "sb": "somebody", "sm1": "someone", "some1": "someone",
-    "any1": "anyone", "every1": "everyone", "no1": "no one", "n": "and",
-    "nd": "and", "em": "them", "cause": "because", "till": "until", "til": "until", "alot": "a lot",
-    "definately": "definitely", "defintely": "definitely", "recieve": "receive", "wierd": "weird",
-    "untill": "until", "tommorow": "tomorrow", "tomorow": "tomorrow", "beleive": "believe",
-    "freind": "friend", "thier": "their", "teh": "the", "adn": "and", "waht": "what", "yuo": "you",
-    "yoru": "your", "jsut": "just", "taht": "that", "wiht": "with", "abotu": "about", "realy": "really",
-    "hte": "the", "wnat": "want", "knwo": "know", "konw": "know", "tlak": "talk", "hwo": "how",
-    "ot": "to", "fo": "of", "nad": "and", "si": "is", "yor": "your", "yur": "your", "youe": "your",
-    "intrested": "interested", "intresting": "interesting", "insterested": "interested",
-    "buisness": "business", "bussiness": "business", "busines": "business", "bizness": "business",
-    "compnay": "company", "comapny": "company", "copmany": "company", "recomend": "recommend",
-    "reccomend": "recommend", "reccommend": "recommend", "collegue": "colleague", "colleage": "colleague",
-    "wanan": "wanna", "ur's": "yours", "ooh": "oh", "ohh": "oh", "aww": "aw",
-    "sry": "sorry", "soz": "sorry", "srsly": "seriously", "rly": "really", "rlly": "really",
-    "v": "very", "vv": "very", "gd": "good", "nvm": "never mind", "bt": "but", "wrk": "work",
-    "wrkd": "worked", "mtg": "meeting", "mgr": "manager", "info": "info", "pls.": "please",
-    "linkedin": "linkedin", "li": "linkedin", "bizcard": "business card", "whatsapp": "whatsapp",
-}
-
-# "id" / "ill" are ambiguous: expand only when followed by a verb-like word.
-_ID_NEXT = frozenset(
-    "love like be say recommend suggest imagine guess think rather really definitely happily gladly probably "
-    "also need want have prefer bet enjoy appreciate welcome hate".split()
-)
-_ILL_NEXT = frozenset(
-    "send introduce be let get connect email text check see call put look share have do make ping reach "
-    "follow give try pass forward find dig drop leave catch grab keep ask mention write message admit "
-    "take talk bring think definitely gladly happily also".split()
-)
-
-_FILLERS = frozenset(
-    "really actually just honestly genuinely truly literally basically totally definitely absolutely "
-    "certainly seriously um umm uh uhh erm er hmm hm oh ah lol haha hahaha hehe lmao rofl ooh wow aw "
-    "btw okay anyways very super quite pretty".split()
-)
-
-_EMOJI_WORDS = {
-    "👋": " hi ", "🙏": " thanks ", "👍": " ok ", "👌": " ok ", "🤝": " nice to meet you ",
-    "😂": " haha ", "🤣": " haha ", "😅": " haha ", "😆": " haha ", "😄": " ", "😃": " ", "😀": " ",
-    "🙂": " ", "😊": " ", "☺": " ", "😉": " ", "😁": " ", "🎉": " congrats ", "🥳": " congrats ",
-    "👏": " congrats ", "🙌": " congrats ", "☕": " coffee ", "🍷": " wine ", "🍺": " beer ",
-    "😢": " sorry ", "😞": " sorry ", "😔": " sorry ", "😬": " ouch ", "🤔": " hmm ", "💯": " exactly ",
-    "❤": " love ", "💡": " idea ", "📇": " card ", "📞": " call ", "📧": " email ", "✉": " email ",
-    "💰": " money ", "💸": " money ", "💵": " money ", "🚀": " ", "🔥": " ",
-}
-
-_QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201b": "'", "`": "'", "\u00b4": "'",
-                         "\u201c": '"', "\u201d": '"', "\u2013": " - ", "\u2014": " - ", "\u2026": " . "})
-
-_MONEY_RE = re.compile(
-    r"(?:[$£€¥]\s?\d[\d,.]*\s?(?:k|m|bn|million|billion|grand|thousand)?\b)"
-    r"|(?:\b\d[\d,.]*\s?(?:k|m)?\s?(?:dollars|euros|pounds|bucks|usd|eur|gbp|quid|grand)\b)"
-    r"|(?:\b\d[\d,.]*\s?(?:k)\s?(?:a|per)\s(?:month|year|seat|user)\b)"
-)
-_HAS_DIGIT = re.compile(r"\d")
-_TRIPLE = re.compile(r"(.)\1\1")
-_TRIPLE_SUB = re.compile(r"(.)\1\1+")
-_PCT_RE = re.compile(r"\b\d+(?:[.,]\d+)?\s?(?:%|percent\b|per cent\b)")
-_CONTR_WORDS = {"can't": "can not", "won't": "will not", "shan't": "shall not", "let's": "let us", "ain't": "is not"}
-_CONTR_SUFFIX = {"n't": " not", "'re": " are", "'ve": " have", "'ll": " will", "'d": " would", "'m": " am", "'s": " is"}
-_S_IS = "it|that|what|who|where|how|there|here|he|she|everything|nothing|something|name|this|when|why"
-_CONTR_ONE = re.compile(
-    r"\b(?:can't|won't|shan't|let's|ain't)\b|n't\b|'(?:re|ve|ll|d|m)\b|\b(?:%s)'s\b" % _S_IS
-)
-
-
-def _contr_repl(m: re.Match) -> str:
-    g = m.group(0)
-    w = _CONTR_WORDS.get(g)
-    if w is not None:
-        return w
-    if g.endswith("'s"):
-        return g[:-2] + " is"
-    return _CONTR_SUFFIX[g]
-
-
-_TOKEN_RE = re.compile(r"[a-z0-9_]+|[?!.;:\n]")
-_SENT_END = frozenset("?!.;:\n")
-_CONTEXTUAL = frozenset(("id", "ill", "were"))  # tokens whose mapping depends on their neighbours
-
-_QWORDS = frozenset("what how why where when who which whose whom".split())
-_AUX = frozenset("do did does are were is was have has had can could would will should shall may might am".split())
-_SUBJ = frozenset("you your it that there they we this he she anyone anybody someone any".split())
-
-STOPWORDS = frozenset(
-    """a an the and or but if so of to in on at for from with by about as into like through over after before
-    under again further then once here there when where why how all any both each few more most other some such
-    no nor not only own same than too very can will just should now i me my myself we our ours ourselves you
-    your yours yourself yourselves he him his himself she her hers herself it its itself they them their theirs
-    themselves what which who whom this that these those am is are was were be been being have has had having do
-    does did doing would could ought get got let us really yes ok oh sure well also much many one two lot lots
-    thing things stuff way kind sort bit little good great nice cool thanks thank please tell know think say said
-    go going want make see hear love like interesting sounds sound always never ever mean meant right okay
-    people time day week year years today tonight lately recently currently""".split()
-)
-
-
-def _strip_accents(s: str) -> str:
-    if s.isascii():
-        return s
-    out = []
-    for ch in unicodedata.normalize("NFKD", s):
-        if unicodedata.combining(ch):
-            continue
-        out.append(ch)
-    return "".join(out)
-
-
-@dataclass(frozen=True, slots=True)
-class Sentence:
-    tokens: tuple[str, ...]  # core tokens (fillers removed)
-    text: str  # " ".join(tokens)
-    question: bool
-    padded: str  # " ^^ " + text + " ": the form the compiled patterns search (see _compile)
-
-    # Derived views, computed on access: the scorer itself never needs them, so normalising does not pay.
-    @property
-    def tokset(self) -> frozenset[str]:
-        return frozenset(self.tokens)
-
-    @property
-    def bigrams(self) -> frozenset[str]:
-        """"w1 w2" for adjacent tokens."""
-        return frozenset(map(" ".join, zip(self.tokens, self.tokens[1:])))
-
-
-@dataclass(frozen=True, slots=True)
-class Normalised:
-    tokens: tuple[str, ...]  # all tokens, fillers kept, no punctuation
-    sentences: tuple[Sentence, ...]
-    text: str  # core text of the whole turn (sentences joined with " . ")
-    n_words: int
-    has_qmark: bool
-    # recogniser -> (intents found, per-sentence intents) of its match on this turn. The scorer matches most
-    # turns twice (as the turn itself, then as the user's previous line when reading the next turn); this
-    # memo lives only as long as the Normalised, i.e. in the whole-input memo that clear_caches() empties.
-    matches: dict = field(default_factory=dict, compare=False, repr=False)
-
-
-class _Typo:
-    """Repairs a typo on the words the patterns rely on: one missing letter, one extra letter, or two
-    swapped neighbours. Substitutions are not repaired (too many real words are one substitution apart)."""
-
-    def __init__(self, targets: Iterable[str]):
-        self.targets = frozenset(targets)
-        deletes: dict[str, str] = {}
-        swaps: dict[str, str] = {}
-        for t in sorted(self.targets):
-            if len(t) >= 7:
-                for i in range(len(t)):
-                    deletes.setdefault(t[:i] + t[i + 1 :], t)
-            if len(t) >= 5:
-                for i in range(len(t) - 1):
-                    s = t[:i] + t[i + 1] + t[i] + t[i + 2 :]
-                    if s != t:
-                        swaps.setdefault(s, t)
-        self.deletes = deletes
-        self.swaps = swaps
-        self.memo: dict[str, str] = {}
-
-    def fix(self, tok: str, known: frozenset[str]) -> str:
-        if tok in known or tok in self.targets or len(tok) < 5 or not tok.isalpha():
-            return tok
-        hit = self.memo.get(tok)
-        if hit is not None:
-            return hit
-        out = tok
-        if tok in self.swaps:
-            out = self.swaps[tok]
-        elif tok in self.deletes:  # missing letter ("intresting")
-            out = self.deletes[tok]
-        elif len(tok) >= 8:  # one extra letter ("meeeting", "introduuce")
-            for i in range(len(tok)):
-                cand = tok[:i] + tok[i + 1 :]
-                if cand in self.targets:
-                    out = cand
-                    break
-        if len(self.memo) < 50_000:
-            self.memo[tok] = out
-        return out
-
 
 # (family, regex of the branches that can open with a token, the same regex when it can match at the sentence
 # start else None): one entry of a token's matching plan (see IntentRecogniser._plan_for)
@@ -306,7 +92,7 @@ class IntentRecogniser:
 
         self.intents: list[tuple[str, str, str, str, re.Pattern]] = []
         # Speed: each family is split into its top-level branches and every branch is indexed by the words
-        # it can open with (see _first_words). A family is then only tried where one of its opening words
+        # it can open with (see first_words). A family is then only tried where one of its opening words
         # occurs, with a small regex made of just the branches that can start with that word.
         self.gates: list[Gate | None] = []
         self._branches: list[list[str]] = []  # per family: branch sources (anchors already rewritten)
@@ -315,8 +101,8 @@ class IntentRecogniser:
         words: set[str] = set()
         for name, d in spec.get("intent", {}).items():
             pats = [expand(p) for p in d["patterns"]]
-            self.intents.append((name, d["label"], d.get("strength", "weak"), d.get("question", "any"), _LazyRegex(pats)))
-            branches = [b for p in pats for b in _split_top(p)]
+            self.intents.append((name, d["label"], d.get("strength", "weak"), d.get("question", "any"), LazyRegex(pats)))
+            branches = [b for p in pats for b in split_top(p)]
             gate_b: set[str] = set()
             gate_w: set[str] = set()
             gate_p: set[str] = set()
@@ -324,7 +110,7 @@ class IntentRecogniser:
             by_prefix: list[tuple[str, int]] = []
             ok = True
             for j, b in enumerate(branches):
-                g = _gate_terms([b])
+                g = gate_terms([b])
                 if g is None:
                     ok = False
                     break
@@ -336,26 +122,23 @@ class IntentRecogniser:
                     by_word.setdefault(w, []).append(j)
                 by_prefix.extend((x, j) for x in bp)
             self.gates.append((frozenset(gate_b), frozenset(gate_w), tuple(sorted(gate_p))) if ok else None)
-            self._branches.append([_anchor(b) for b in branches])
+            self._branches.append([anchor(b) for b in branches])
             self._branch_by_word.append(by_word)
             self._branch_by_prefix.append(by_prefix)
             for p in pats:
                 words.update(w for w in re.findall(r"(?<![\\a-z])[a-z]{2,}(?![a-z])", p))
         self.context: dict[str, re.Pattern] = {}
         for name, d in spec.get("context", {}).items():
-            self.context[name] = _compile([expand(p) for p in d["patterns"]])
+            self.context[name] = compile_family([expand(p) for p in d["patterns"]])
         self.strength = {n: s for n, _, s, _, _ in self.intents}
         targets = set(spec.get("typo", {}).get("targets", [])) | {
             w for w in words if len(w) >= 5 and w.isalpha()
         }
         # common words that must never be "repaired" into a pattern word
-        self.known = frozenset(known_words) | frozenset(words) | STOPWORDS | frozenset(_CHAT.values()) | frozenset(
+        self.known = frozenset(known_words) | frozenset(words) | STOPWORDS | frozenset(CHAT_FORMS.values()) | frozenset(
             spec.get("typo", {}).get("known", [])
         )
-        self.typo = _Typo(targets)
-        # token -> (normalised tokens, whether one is a filler); pure, idempotent writes. Sentence ends and
-        # the tokens read with their neighbour (_CONTEXTUAL) are never stored.
-        self._tokmemo: dict[str, tuple[tuple[str, ...], bool]] = {}
+        self.normaliser = Normaliser(targets, self.known)
         # token -> (family, regex of its branches opening with the token) for the families it can open;
         # the same for two-word openings (only the families the first word alone does not open)
         self._plans: dict[str, tuple[_PlanItem, ...]] = {}
@@ -392,92 +175,8 @@ class IntentRecogniser:
     # ------------------------------------------------------------------ text
 
     def normalise(self, text: str) -> Normalised:
+        """The turn as the patterns read it (:mod:`bot.scoring.normalise`), memoised."""
         return _normalise_cached(self, text)
-
-    def _normalise(self, text: str) -> Normalised:
-        t = text if text.isascii() else unicodedata.normalize("NFKC", text)
-        t = t.translate(_QUOTES).lower()
-        if not t.isascii():
-            for e, w in _EMOJI_WORDS.items():
-                if e in t:
-                    t = t.replace(e, w)
-            t = _strip_accents(t)
-        if _HAS_DIGIT.search(t):
-            t = t.replace("100%", " totally ").replace("100 %", " totally ")
-            t = _PCT_RE.sub(" _pct_ ", t)
-            t = _MONEY_RE.sub(" _money_ ", t)
-        if "'" in t:
-            t = _CONTR_ONE.sub(_contr_repl, t).replace("'", "")
-        raw = _TOKEN_RE.findall(t)
-        # One pass over the raw tokens: map each (memoised per token), collect the sentence being read, and
-        # close it at a sentence end. Per token the memo holds (mapped tokens, whether one is a filler).
-        tokmemo = self._tokmemo
-        words: list[str] = []
-        sentences: list[Sentence] = []
-        cur: list[str] = []  # the current sentence, fillers kept
-        fillers = False  # ... has a filler
-        has_q = False
-        n = len(raw)
-        for i, tok in enumerate(raw):
-            entry = tokmemo.get(tok)
-            if entry is None:
-                if tok in _SENT_END:
-                    if tok == "?":
-                        has_q = True
-                        if not cur and sentences:  # "???" after a sentence
-                            s = sentences[-1]
-                            sentences[-1] = Sentence(s.tokens, s.text, True, s.padded)
-                    if cur:
-                        words.extend(cur)
-                        sentences.append(_sentence(cur, tok == "?", fillers))
-                        cur = []
-                        fillers = False
-                    continue
-                if tok in _CONTEXTUAL:
-                    nxt = raw[i + 1] if i + 1 < n else ""
-                    if (tok == "id" and nxt in _ID_NEXT) or (tok == "ill" and nxt in _ILL_NEXT):
-                        entry = (("i", "would" if tok == "id" else "will"), False)
-                    elif tok == "were" and i == 0 and nxt not in _SUBJ:
-                        entry = (("we", "are"), False)
-                if entry is None:
-                    entry = self._map_entry(tok)
-            cur.extend(entry[0])
-            if entry[1]:
-                fillers = True
-        if cur:
-            words.extend(cur)
-            sentences.append(_sentence(cur, False, fillers))
-        return Normalised(
-            tokens=tuple(words),
-            sentences=tuple(sentences),
-            text=" . ".join(s.text for s in sentences),
-            n_words=len(words),
-            has_qmark=has_q,
-        )
-
-    def _map_entry(self, tok: str) -> tuple[tuple[str, ...], bool]:
-        """(mapped tokens, whether one is a filler) for a token whose mapping does not depend on its
-        neighbours; memoised."""
-        mapped = self._map_token(tok)
-        entry = (mapped, not _FILLERS.isdisjoint(mapped))
-        if len(self._tokmemo) < 100_000 and tok not in _CONTEXTUAL:
-            self._tokmemo[tok] = entry
-        return entry
-
-    def _map_token(self, tok: str) -> tuple[str, ...]:
-        """Chat forms, squeezed repeats and typos for one token (pure: memoised by the caller)."""
-        m = _CHAT.get(tok)
-        if m is not None:
-            return tuple(m.split())
-        if len(tok) > 2 and tok.isalpha():
-            # squeeze 3+ repeated letters ("sooooo", "niiice")
-            if _TRIPLE.search(tok):
-                tok = _TRIPLE_SUB.sub(r"\1\1", tok)
-                m = _CHAT.get(tok)
-                if m is not None:
-                    return tuple(m.split())
-            tok = self.typo.fix(tok, self.known)
-        return (tok,)
 
     # ------------------------------------------------------------------ intents
 
@@ -500,7 +199,7 @@ class IntentRecogniser:
         """Intent name -> number of words in the sentences where it was found (its 'weight' in the turn).
 
         Speed: a family is only tried at the word positions where one of its possible opening words (see
-        _first_words) occurs, with an anchored ``match`` there, instead of a scan of the whole sentence;
+        first_words) occurs, with an anchored ``match`` there, instead of a scan of the whole sentence;
         the result is the same as ``search`` (checked by the tests). The branches of a family that can open
         with a given word are compiled into one regex (see _plan_for), so each (family, position) costs one
         regex call, and a family already found in the sentence is not tried again.
@@ -619,7 +318,7 @@ class IntentRecogniser:
         item = self._spec.get(key)
         if item is None:
             srcs = [self._branches[i][j] for j in key[1]]
-            rx = _compile(srcs, anchored=True) if srcs else _NEVER
+            rx = compile_family(srcs, anchored=True) if srcs else NEVER
             # only a branch with "^" (anchored form r"\^\^ ") can match at position 0, before the "^^" marker;
             # any caret at all counts, to stay on the safe side
             item = (i, rx, rx if any("^" in b for b in srcs) else None)
@@ -639,219 +338,14 @@ class IntentRecogniser:
         return frozenset(flags)
 
 
+
 _SALES_Q = frozenset({"prospecting", "call_to_action", "ask_favour", "offer_product", "self_promotion"})
-
-
-class _Ungateable(Exception):
-    pass
-
-
-def _first_words(pattern: str, depth: int = 2, limit: int = 30000) -> tuple[set[str], set[str], set[str]]:
-    """The possible opening words of a match of ``pattern`` (a branch searched right after a space).
-
-    Returns (bigrams, words, prefixes): every match starts with one of the two-word openings in ``bigrams``
-    ("could you"), or with one of the complete ``words`` (when what follows it is open-ended), or with a word
-    that begins with one of the ``prefixes``. Raises _Ungateable when a match can start with an arbitrary word
-    (e.g. ``[a-z]+``) or the analysis grows too large. It walks Python's own parse tree of the regex, so it
-    is exact rather than a guess; the sentence marker ``^^`` (start anchor) is looked through.
-    """
-    from re import _constants as C  # type: ignore[attr-defined]
-    from re import _parser as P  # type: ignore[attr-defined]
-
-    bigrams: set[str] = set()
-    words: set[str] = set()
-    prefixes: set[str] = set()
-    budget = [limit]
-
-    def open_ended(done: tuple[str, ...], prefix: str) -> None:
-        if done:
-            words.add(done[0])
-        elif prefix:
-            prefixes.add(prefix)
-        else:
-            raise _Ungateable
-
-    def word_done(done: tuple[str, ...], w: str, k) -> None:
-        if w == "^^" or not w:
-            k(done)
-            return
-        done = done + (w,)
-        if len(done) >= depth:
-            bigrams.add(" ".join(done)) if depth > 1 else words.add(w)
-            return
-        k(done)
-
-    def walk(items: list, i: int, done: tuple[str, ...], prefix: str) -> None:
-        budget[0] -= 1
-        if budget[0] < 0:
-            raise _Ungateable
-        if i == len(items):
-            open_ended(done, prefix)  # the branch ends inside / right after the opening words
-            return
-        op, av = items[i]
-        if op is C.LITERAL:
-            ch = chr(av)
-            if ch == " ":
-                word_done(done, prefix, lambda d: walk(items, i + 1, d, ""))
-            else:
-                walk(items, i + 1, done, prefix + ch)
-        elif op is C.IN:
-            chars = []
-            for o, a in av:
-                if o is C.LITERAL and len(av) <= 4:
-                    chars.append(chr(a))
-                else:
-                    chars = None
-                    break
-            if chars is None:
-                if not done and not prefix and av == [(C.CATEGORY, C.CATEGORY_DIGIT)]:
-                    prefixes.update("0123456789")  # a word starting with a digit
-                    return
-                open_ended(done, prefix)
-                return
-            for ch in chars:
-                walk([(C.LITERAL, ord(ch))] + items[i + 1 :], 0, done, prefix)
-        elif op is C.BRANCH:
-            for alt in av[1]:
-                walk(list(alt.data) + items[i + 1 :], 0, done, prefix)
-        elif op is C.SUBPATTERN:
-            walk(list(av[-1].data) + items[i + 1 :], 0, done, prefix)
-        elif op in (C.MAX_REPEAT, C.MIN_REPEAT, getattr(C, "POSSESSIVE_REPEAT", None)):
-            lo, _hi, sub = av
-            if lo == 0:
-                walk(items, i + 1, done, prefix)
-            walk(list(sub.data) + items[i + 1 :], 0, done, prefix)
-        elif op in (C.AT, C.ASSERT, C.ASSERT_NOT):
-            walk(items, i + 1, done, prefix)
-        else:  # ANY, CATEGORY, NOT_LITERAL, GROUPREF...: an arbitrary character
-            open_ended(done, prefix)
-
-    walk(list(P.parse(pattern).data), 0, (), "")
-    return bigrams, words, prefixes
-
-
-Gate = tuple[frozenset[str], frozenset[str], tuple[str, ...]]
-
-
-def _gate_terms(patterns: list[str]) -> Gate | None:
-    """Opening-words gate of a family (see _first_words); None when some branch cannot be gated."""
-    bigrams: set[str] = set()
-    words: set[str] = set()
-    prefixes: set[str] = set()
-    for p in patterns:
-        # the compiled form only lets a match end at a word end, hence the trailing space
-        p = _anchor(p) + " "
-        try:
-            b, w, pr = _first_words(p, depth=2)
-        except _Ungateable:
-            try:
-                b, w, pr = _first_words(p, depth=1)
-            except _Ungateable:
-                return None
-        bigrams |= b
-        words |= w
-        prefixes |= pr
-    return frozenset(bigrams), frozenset(words), tuple(sorted(prefixes))
-
-
-_NEVER = re.compile(r"(?!x)x")
-
-
-def _split_top(pattern: str) -> list[str]:
-    """Split a regex at its top-level ``|`` (outside groups and character classes)."""
-    parts: list[str] = []
-    cur: list[str] = []
-    depth = 0
-    in_class = False
-    i = 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "\\":
-            cur.append(pattern[i : i + 2])
-            i += 2
-            continue
-        if in_class:
-            if c == "]":
-                in_class = False
-        elif c == "[":
-            in_class = True
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-        elif c == "|" and depth == 0:
-            parts.append("".join(cur))
-            cur = []
-            i += 1
-            continue
-        cur.append(c)
-        i += 1
-    parts.append("".join(cur))
-    return parts
-
-
-def _anchor(p: str) -> str:
-    """``^`` = start of the sentence (the ``^^`` marker), ``$`` = its end, in the padded sentence form."""
-    return p.replace("^", r"\^\^ ").replace("$", r"(?= $)")
-
-
-class _LazyRegex:
-    """A whole family as one regex, compiled on first use (only needed when gating is off or impossible)."""
-
-    __slots__ = ("patterns", "_rx")
-
-    def __init__(self, patterns: list[str]):
-        self.patterns = patterns
-        self._rx: re.Pattern | None = None
-
-    def _get(self) -> re.Pattern:
-        if self._rx is None:
-            self._rx = _compile(self.patterns)
-        return self._rx
-
-    def search(self, text: str):
-        return self._get().search(text)
-
-    def match(self, text: str, pos: int = 0):
-        return self._get().match(text, pos)
-
-
-def _compile(patterns: list[str], anchored: bool = False) -> re.Pattern:
-    """One regex per family, searched in a sentence padded as `` ^^ words words ``.
-
-    Every match must start at a space (i.e. at a word start) and end before a space (a word end). A
-    literal leading space lets the regex engine skip ahead quickly, about twice as fast as ``\\b``.
-    ``^`` in a pattern means "at the start of the sentence" (the ``^^`` marker), ``$`` "at its end".
-    """
-    out = ["(?:%s)" % (p if anchored else _anchor(p)) for p in patterns]
-    return re.compile(" (?:" + "|".join(out) + r")(?:(?= )|(?<= ))")
-
-
-def _sentence(toks: list[str], question: bool, fillers: bool) -> Sentence:
-    """A sentence from its tokens (fillers are dropped unless that leaves nothing); a question when it ends
-    with "?" or is shaped like one."""
-    core = ([w for w in toks if w not in _FILLERS] or toks) if fillers else toks
-    txt = " ".join(core)
-    return Sentence(tuple(core), txt, question or _looks_like_question(core), " ^^ " + txt + " ")
-
-
-def _looks_like_question(core: list[str]) -> bool:
-    if not core:
-        return False
-    w0 = core[0]
-    if w0 in _QWORDS:
-        return len(core) > 1 or w0 in ("why", "how")
-    if w0 in _AUX and len(core) > 1 and core[1] in _SUBJ:
-        return True
-    if w0 in ("and", "so", "but") and len(core) > 2 and (core[1] in _QWORDS or (core[1] in _AUX and core[2] in _SUBJ)):
-        return True
-    return False
 
 
 # The memo is keyed by (recogniser id, text); normalisation is pure, so sharing it between threads is safe.
 @lru_cache(maxsize=8192)
 def _normalise_cached_impl(rec_id: int, text: str) -> Normalised:
-    return _RECOGNISERS[rec_id]._normalise(text)
+    return _RECOGNISERS[rec_id].normaliser.normalise(text)
 
 
 _RECOGNISERS: dict[int, IntentRecogniser] = {}
@@ -907,41 +401,8 @@ def clear_caches(vocabulary: bool = False) -> None:
     _normalise_cached_impl.cache_clear()
     _partner_view_impl.cache_clear()
     if vocabulary:
-        _STEMS.clear()
+        clear_stems()
         for rec in list(_RECOGNISERS.values()):
-            rec.typo.memo.clear()
-            rec._tokmemo.clear()
+            rec.normaliser.clear()
             rec._plans.clear()
             rec._bplans.clear()
-
-
-# token -> its stem, or None when it does not count as content (short, stopword, number, _placeholder_)
-_STEMS: dict[str, str | None] = {}
-
-
-def stem(word: str) -> str:
-    """A crude stem for word overlap: first 5 letters, plural/verb endings trimmed."""
-    w = word
-    for suf in ("ing", "ed", "es", "s"):
-        if len(w) > len(suf) + 3 and w.endswith(suf):
-            w = w[: -len(suf)]
-            break
-    return w[:5]
-
-
-def content_stems(tokens: Iterable[str]) -> set[str]:
-    """Stems of the content words (memoised per token, the content test included)."""
-    out = set()
-    get = _STEMS.get
-    for t in tokens:
-        st = get(t, _UNSEEN)
-        if st is _UNSEEN:
-            st = stem(t) if len(t) > 2 and t not in STOPWORDS and not t.isdigit() and not t.startswith("_") else None
-            if len(_STEMS) < 100_000:
-                _STEMS[t] = st
-        if st is not None:
-            out.add(st)
-    return out
-
-
-_UNSEEN = object()

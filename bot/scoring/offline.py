@@ -50,13 +50,8 @@ from bot.scoring.base import (
     TurnScore,
     verdict_for,
 )
-from bot.scoring.intents import (
-    INTENT_LABEL,
-    IntentRecogniser,
-    Normalised,
-    content_stems,
-    partner_view,
-)
+from bot.scoring.intents import INTENT_LABEL, IntentRecogniser, partner_view
+from bot.scoring.normalise import Normalised, content_stems
 
 MODEL_PATH = Path(__file__).with_name("model.json")
 
