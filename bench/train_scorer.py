@@ -8,7 +8,7 @@ What it does (deterministic: fixed folds, full-batch optimisation, no random num
 
 1. Every labelled turn of ``bench/data/turns_train.jsonl`` and every user turn of
    ``bench/data/conversations_train.jsonl`` (read with the conversation before it) goes through the same
-   :func:`bot.scoring.offline.analyse` the scorer uses at run time: intents, context flags, shape, words.
+   :func:`bot.scoring.features.analyse` the scorer uses at run time: intents, context flags, shape, words.
 2. A multinomial logistic regression (softmax, class-balanced, L2) is fitted with numpy. Intent/context
    features and word features have separate L2 strengths (with one fold per author the word features
    earn the lighter one: what generalises to a new author is the words of the intents, not only the
@@ -41,12 +41,11 @@ from score_quality import classification, load, spearman, turn_examples  # noqa:
 
 from bot.scoring.base import LABELS, verdict_for  # noqa: E402
 from bot.scoring.intents import DATA as INTENTS_PATH, IntentRecogniser  # noqa: E402
+from bot.scoring.features import Analysis, analyse  # noqa: E402
 from bot.scoring.offline import (  # noqa: E402
     DEFAULT_FOCUS,
     MODEL_PATH,
-    Analysis,
     _rule,
-    analyse,
     focus_from,
     turn_effort_value,
 )

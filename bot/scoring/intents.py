@@ -392,12 +392,9 @@ def clear_caches(vocabulary: bool = False) -> None:
     matching plans): those depend only on the token, not the input, and warm up within a few hundred turns.
     The compiled branch regexes stay: they depend only on the pattern tables.
     """
-    try:
-        from bot.scoring.offline import _pitched_cached
+    from bot.scoring.features import clear_caches as clear_feature_caches  # features imports this module
 
-        _pitched_cached.cache_clear()
-    except ImportError:  # pragma: no cover
-        pass
+    clear_feature_caches()
     _normalise_cached_impl.cache_clear()
     _partner_view_impl.cache_clear()
     if vocabulary:
