@@ -41,7 +41,11 @@ def main() -> None:
     )
     app.add_handler(MessageHandler(filters.TEXT, echo))
     app.add_handler(CallbackQueryHandler(pressed))
-    app.run_polling(allowed_updates=Update.ALL_TYPES, drop_pending_updates=False)
+    if os.environ.get("ECHO_WEBHOOK_PORT"):  # bench/load.py --webhook: PTB's own webhook server
+        app.run_webhook(listen="127.0.0.1", port=int(os.environ["ECHO_WEBHOOK_PORT"]), url_path="telegram",
+                        webhook_url=os.environ["ECHO_WEBHOOK_URL"] + "/telegram", allowed_updates=Update.ALL_TYPES)
+    else:
+        app.run_polling(allowed_updates=Update.ALL_TYPES, drop_pending_updates=False)
 
 
 if __name__ == "__main__":

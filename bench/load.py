@@ -40,6 +40,10 @@ Telegram allows a bot about 30 messages per second, and netcoach's rate limiter 
 (``NETCOACH_MAX_SEND_RATE``, default 30). By default both bots run with the limiter off, so the
 figures show what the software costs; ``--rate 30`` shows the production ceiling instead.
 
+With ``--webhook`` both bots take their updates by webhook instead (netcoach: ``netcoach run
+--webhook-url``; echo: PTB's ``run_webhook``), each listening on a free port on 127.0.0.1 that the
+fake server POSTs to, one update at a time, as a TLS proxy in front of the bot would receive them.
+
 Everything is bounded: a step waits at most ``--step-timeout`` seconds; the bot is stopped with
 SIGTERM (then SIGKILL) at the end of each run; only 127.0.0.1 is used.
 """
@@ -55,6 +59,7 @@ import random
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -113,8 +118,17 @@ class Run:
 # -- the bot process ------------------------------------------------------------------------------
 
 
+WEBHOOK_URL = "https://load.example.org"  # what the bots register; the fake server POSTs to the local port
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def spawn(kind: str, server: FakeBotAPI, data_dir: Path, rate: float, log_path: Path,
-          profile: Path | None = None) -> subprocess.Popen[bytes]:
+          profile: Path | None = None, webhook_port: int | None = None) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "OPENAI_", "NETCOACH_"))}
     env.update(
         TELEGRAM_BOT_TOKEN=server.token,
@@ -125,6 +139,11 @@ def spawn(kind: str, server: FakeBotAPI, data_dir: Path, rate: float, log_path: 
         PYTHONUNBUFFERED="1",
     )
     cmd = ["-m", "bot", "run"] if kind == "netcoach" else [str(ROOT / "bench" / "echo_bot.py")]
+    if webhook_port is not None:  # both bots serve Telegram's POSTs on 127.0.0.1:<port>/telegram
+        if kind == "netcoach":
+            cmd += ["--webhook-url", WEBHOOK_URL, "--listen", "127.0.0.1", "--port", str(webhook_port)]
+        else:
+            env.update(ECHO_WEBHOOK_URL=WEBHOOK_URL, ECHO_WEBHOOK_PORT=str(webhook_port))
     if profile is not None:  # cProfile writes the file when the bot exits (SIGTERM stops it cleanly)
         cmd = ["-m", "cProfile", "-o", str(profile), *cmd]
     cmd = [sys.executable, *cmd]
@@ -271,10 +290,16 @@ async def run_one(kind: str, n: int, args: argparse.Namespace, workdir: Path) ->
     log_path = workdir / f"{kind}-{n}.log"
     async with FakeBotAPI(token=TOKEN, bot_username="netcoach_load_bot") as server:
         profile = Path(args.profile) / f"{kind}-{n}.prof" if args.profile else None
-        proc = spawn(kind, server, data_dir, args.rate, log_path, profile)
+        port = free_port() if args.webhook else None
+        proc = spawn(kind, server, data_dir, args.rate, log_path, profile, port)
         try:
-            await server.wait_until(lambda: proc.poll() is not None or server.is_polling, timeout=60,
-                                    what="the bot to start polling")
+            if port is None:
+                await server.wait_until(lambda: proc.poll() is not None or server.is_polling, timeout=60,
+                                        what="the bot to start polling")
+            else:
+                await server.wait_until(lambda: proc.poll() is not None or server.webhook is not None, timeout=60,
+                                        what="the bot to set its webhook")
+                server.deliver_webhooks_to(f"http://127.0.0.1:{port}/telegram")
             if proc.poll() is not None:
                 raise SystemExit(f"{kind} bot exited at start-up:\n{log_path.read_text()[-3000:]}")
             users = [server.user(first_name=f"User{i}") for i in range(n)]
@@ -345,7 +370,8 @@ async def main_async(args: argparse.Namespace) -> int:
     info = machine()
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
     print(f"think time {args.think:g} s (0.5x-1.5x), send rate limit "
-          f"{'off' if not args.rate else f'{args.rate:g}/s'}; 8 updates per user; latency = update queued -> first reply")
+          f"{'off' if not args.rate else f'{args.rate:g}/s'}; 8 updates per user; latency = update queued -> first reply; "
+          f"updates by {'webhook (POSTed one at a time)' if args.webhook else 'long polling'}")
     print(HEADER, flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="netcoach-load-"))
     runs: list[Run] = []
@@ -405,6 +431,8 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the bots' logs and data dirs")
     ap.add_argument("--profile", metavar="DIR", help="run the bots under cProfile, writing DIR/<bot>-<users>.prof")
     ap.add_argument("--steps", action="store_true", help="also print latency by step (menu, pick, turn, end)")
+    ap.add_argument("--webhook", action="store_true",
+                    help="deliver updates by webhook instead of long polling (both bots; `netcoach run --webhook-url`)")
     return asyncio.run(main_async(ap.parse_args()))
 
 
