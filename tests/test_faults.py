@@ -391,6 +391,34 @@ async def test_users_folder_blocked_by_a_file(data_dir: Path, caplog: pytest.Log
     assert (data_dir / "users").read_text() == "not a folder"
 
 
+async def test_archive_folder_unusable_when_a_session_ends(data_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Ending a role-play writes the archive first, then the user's own file. With the archive
+    folder unusable (here a plain file stands in its way: no injection) the end fails cleanly:
+    the user is told, the role-play is still running and still theirs, and once the folder can be
+    made the same role-play ends with every turn in the debrief and in /history."""
+    (data_dir / "archive").write_text("not a folder")
+    caplog.set_level(logging.ERROR)
+    async with FakeBotAPI(token=TOKEN) as server, running_bot(server, data_dir):
+        alice = server.user(first_name="Alice")
+        opening = await start_roleplay(alice, SCENARIOS[0])
+        await turn(alice, CURIOUS[0])
+        alice.send_text("/end")
+        sorry = await alice.wait_for(lambda r: "storage" in (r.text or ""), timeout=10)
+        assert "couldn't save that" in sorry.text
+        reply = await turn(alice, CURIOUS[1])  # still in the same conversation
+        assert persona_of(reply) == persona_of(opening)
+
+        (data_dir / "archive").unlink()  # the operator clears the way
+        debrief = await end_and_debrief(alice)
+        assert CURIOUS[0] in debrief and CURIOUS[1] in debrief
+        alice.send_text("/history")
+        history = await alice.wait_for(lambda r: "Your practice sessions" in (r.text or ""), timeout=10)
+        assert history.text.count("/100") == 1
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("StoreError: cannot create" in m and str(data_dir / "archive") in m for m in logged), logged
+    assert_store_intact(data_dir)
+
+
 async def test_an_unparsable_update_is_skipped_not_retried_forever(data_dir: Path,
                                                                   caplog: pytest.LogCaptureFixture) -> None:
     """One update PTB cannot read (here a message whose ``date`` is not a number) must not block
