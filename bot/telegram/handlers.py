@@ -176,7 +176,8 @@ async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 async def history(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     engine = engine_of(context)
-    sessions = list(reversed(await io_read(context, engine.history, user_key(update))))
+    # history reads the user's archive: for a long one, tens of ms of parsing, kept off the event loop
+    sessions = list(reversed(await io_call(engine.history, user_key(update))))
     if not sessions:
         await update.effective_message.reply_html(say("history_empty"))
         return
@@ -202,7 +203,7 @@ async def progress(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def send_progress(message: Message, context: ContextTypes.DEFAULT_TYPE, uid: str) -> None:
-    sessions = await io_read(context, engine_of(context).history, uid)
+    sessions = await io_call(engine_of(context).history, uid)  # the archive: off the event loop
     scores = [int((s.result or {}).get("focus_score", 0)) for s in sessions]
     if len(scores) < 2:
         await message.reply_html(say("progress_few", n=len(scores), score=scores[0] if scores else 0))
@@ -397,7 +398,7 @@ async def btn_hint(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str)
 async def btn_show(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str) -> None:
     engine = engine_of(context)
     try:
-        debrief = await io_read(context, engine.debrief, user_key(update), arg)
+        debrief = await io_call(engine.debrief, user_key(update), arg)  # may read the archive
     except SessionError:
         debrief = None
     if debrief is None:
