@@ -92,6 +92,23 @@ async def running_bot(server, data_dir: Path, clock: Clock | None = None, **conf
         await stop_polling(app)
 
 
+PRIVATE_TEXT = "yesterday, private text"
+
+
+def enqueue_unparsable(server, user):
+    """An update PTB cannot read (a message whose ``date`` is not a number), carrying text that
+    must never reach a log."""
+    return server.enqueue_update("message", {"message_id": 999, "date": PRIVATE_TEXT,
+                                             "chat": {"id": user.id, "type": "private"}, "text": "hi"})
+
+
+def assert_skipped_quietly(records, update) -> None:
+    """The bot logged that it skipped ``update`` by id, and nothing of its content."""
+    logged = "\n".join(r.getMessage() for r in records)
+    assert f"skipping update {update['update_id']}" in logged
+    assert PRIVATE_TEXT not in logged
+
+
 @pytest.fixture
 def clock() -> Clock:
     return Clock()

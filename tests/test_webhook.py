@@ -21,7 +21,7 @@ import pytest
 from bot.config import Config
 from bot.telegram.app import WebhookOptions, build_application
 from bot.telegram.webhook import SECRET_HEADER, start_webhook, stop_webhook
-from tests.conftest import ROOT, TOKEN, Clock
+from tests.conftest import ROOT, TOKEN, Clock, assert_skipped_quietly, enqueue_unparsable
 from tests.fakes import FakeBotAPI
 
 SECRET = "hook-secret-never-logged"
@@ -85,16 +85,13 @@ async def test_an_update_the_bot_cannot_parse_is_acknowledged_and_skipped(
     caplog.set_level(logging.WARNING)
     async with FakeBotAPI(token=TOKEN) as server, webhook_bot(server, data_dir):
         user = server.user()
-        bad = server.enqueue_update("message", {"message_id": 999, "date": "yesterday, private text",
-                                                "chat": {"id": user.id, "type": "private"}, "text": "hi"})
+        bad = enqueue_unparsable(server, user)
         user.send_text("/help")
         reply = await user.next_reply(timeout=10)
         assert "/practice" in reply.text
         assert (bad["update_id"], 200) in server.webhook_attempts
         assert server.pending_updates == 0
-    logged = "\n".join(r.getMessage() for r in caplog.records)
-    assert f"skipping update {bad['update_id']}" in logged
-    assert "private text" not in logged
+    assert_skipped_quietly(caplog.records, bad)
 
 
 def free_port() -> int:
