@@ -39,10 +39,14 @@ def utcnow() -> datetime:
 
 
 def all_sessions(store: Store, user_id: str) -> list[dict[str, Any]]:
-    """Every session record of the user, archived or not, each once (the archived copy wins: see
-    ``PracticeEngine._save_and_point``)."""
-    by_id = {d["id"]: d for d in store.all(user_id, SESSIONS)}
-    by_id.update((d["id"], d) for d in store.all(user_id, ARCHIVE))
+    """Every session record of the user, archived or not, each once. A session in both places (a
+    crash between the two writes of ``PracticeEngine._save_and_point``) is read from the copy with
+    more turns, the archived one if they are equal: nothing the user said after the crash is lost."""
+    by_id = {d["id"]: d for d in store.all(user_id, ARCHIVE)}
+    for d in store.all(user_id, SESSIONS):
+        kept = by_id.get(d["id"])
+        if kept is None or len(d.get("turns", ())) > len(kept.get("turns", ())):
+            by_id[d["id"]] = d
     return list(by_id.values())
 
 

@@ -197,6 +197,8 @@ async def test_a_crash_between_archiving_and_unpointing_loses_nothing(engine: Pr
     engine.store.put("u1", "sessions_archive", session.id, early.to_dict())
     assert engine.active("u1").id == session.id
     await engine.say("u1", "How did you get into that?")
+    [exported] = export_user(engine.store, "u1")["sessions"]  # the newer copy, with the new turn
+    assert exported["turns"][-2]["text"] == "How did you get into that?" and exported["status"] == "active"
     await engine.end("u1")
     [kept] = engine.history("u1")
     assert [t["text"] for t in kept.turns if t["role"] == "user"] == [
