@@ -142,6 +142,7 @@ def test_terminal_export_and_forget(tmp_path: Path) -> None:
     done = run_netcoach("forget", "--yes", data_dir=tmp_path)
     assert "deleted" in done.stdout
     assert "No finished practice sessions" in run_netcoach("history", data_dir=tmp_path).stdout
+    assert list(tmp_path.rglob("*.json")) == []  # the everyday file and the archive
 
 
 # -- history kept apart: the everyday file stays small ----------------------------------------
