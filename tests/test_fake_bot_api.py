@@ -755,7 +755,7 @@ async def test_webhook_delivery_is_in_order_with_the_secret_and_retried_until_ta
             api = f"{server.base_url}{TOKEN}"
             ok = (await client.post(f"{api}/setWebhook", json={"url": "https://example.org/hook", "secret_token": "s"})).json()
             assert ok["ok"]
-        server.deliver_webhooks_to(f"http://127.0.0.1:{port}/hook")
+        server.deliver_webhooks_to(f"http://127.0.0.1:{port}/hook", max_connections=1)
         user = server.user()
         user.send_text("first")
         user.send_text("second")

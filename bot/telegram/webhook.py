@@ -4,9 +4,11 @@ Why our own small server rather than PTB's ``run_webhook``: PTB's answers an upd
 parse (a field from a newer Bot API with an unexpected shape, say) with 400 and logs the whole
 update, a user's text, at CRITICAL; Telegram then delivers it again and again while the updates
 behind it wait. Here, as on the polling path (:class:`bot.telegram.app.TolerantUpdatesRequest`),
-such an update is acknowledged and skipped, and the log names only its id. Everything else is
-what PTB's documented custom-webhook setup does: the same ``Application``, fed through its
-``update_queue``, on tornado (which PTB's ``webhooks`` extra installs).
+such an update is acknowledged and skipped, and the log names only its id. And PTB's answers 200
+as soon as an update is queued, so one in hand when the process dies is lost; ours answers once
+the update is handled, and Telegram delivers it again after a restart. Otherwise it is what PTB's
+documented custom-webhook setup does: the same ``Application``, on tornado (which PTB's
+``webhooks`` extra installs).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import hmac
 import json
 import logging
 import signal
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import tornado.httpserver
@@ -34,11 +37,14 @@ MAX_BODY = 1024 * 1024  # an update is a few kB; anything near this is not from 
 
 
 class _UpdateHandler(tornado.web.RequestHandler):
-    """One POST = one update. 200 means "taken" (Telegram then sends the next one)."""
+    """One POST = one update, answered 200 once it has been handled (not merely queued): an update
+    in hand when the process dies gets no answer, so Telegram delivers it again after the restart.
+    Telegram keeps up to 40 such requests open at once, so users still run in parallel."""
 
-    def initialize(self, app: Application, secret: str | None) -> None:
+    def initialize(self, app: Application, secret: str | None, seen: "_Seen") -> None:
         self.app = app
         self.secret = secret
+        self.seen = seen
 
     async def post(self) -> None:
         if self.secret is not None and not hmac.compare_digest(
@@ -52,9 +58,30 @@ class _UpdateHandler(tornado.web.RequestHandler):
             raise tornado.web.HTTPError(400, reason="not JSON") from None
         if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
             raise tornado.web.HTTPError(400, reason="not an update")
+        if not self.seen.claim(data["update_id"]):
+            return  # Telegram gave up waiting and sent it again while (or after) we handled it: taken
         update = Update.de_json(readable_update(data), self.app.bot)
         self.app.bot.insert_callback_data(update)  # a no-op unless arbitrary callback data is on
-        await self.app.update_queue.put(update)
+        await self.app.process_update(update)  # handler errors go to the error handler, not here
+
+
+class _Seen:
+    """The update ids this process has taken, the latest ``keep`` of them. Telegram sends an
+    update again if our answer is slow to come (a long LLM call) or is lost; handling it twice
+    would repeat a role-play turn."""
+
+    def __init__(self, keep: int = 10_000):
+        self.keep = keep
+        self._ids: OrderedDict[int, None] = OrderedDict()
+
+    def claim(self, update_id: int) -> bool:
+        """True the first time an id is seen."""
+        if update_id in self._ids:
+            return False
+        self._ids[update_id] = None
+        if len(self._ids) > self.keep:
+            self._ids.popitem(last=False)
+        return True
 
 
 @dataclass
@@ -73,7 +100,8 @@ async def start_webhook(app: Application, options: WebhookOptions) -> WebhookSer
     await app.initialize()
     if app.post_init is not None:
         await app.post_init(app)
-    web_app = tornado.web.Application([(rf"/{PATH}/?", _UpdateHandler, {"app": app, "secret": options.secret_token})])
+    web_app = tornado.web.Application([(rf"/{PATH}/?", _UpdateHandler,
+                                        {"app": app, "secret": options.secret_token, "seen": _Seen()})])
     http = tornado.httpserver.HTTPServer(web_app, max_body_size=MAX_BODY)
     sockets = tornado.netutil.bind_sockets(options.port, options.listen)
     http.add_sockets(sockets)

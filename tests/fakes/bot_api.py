@@ -54,9 +54,9 @@ Deliberate differences from Telegram (documented so nobody is surprised):
   pass ``strict_html=False`` to get Telegram's lenient behaviour.
 * ``setWebhook`` is stored and makes ``getUpdates`` fail with 409 like Telegram. Updates are
   POSTed to the webhook only once a test says where its HTTPS URL really lands
-  (:meth:`FakeBotAPI.deliver_webhooks_to`, the part a TLS proxy plays in production); they go
-  one at a time, in order, and a non-2xx answer or a failed connection is retried after
-  ``webhook_retry_delay`` (Telegram retries too, for a while, and holds the queue meanwhile).
+  (:meth:`FakeBotAPI.deliver_webhooks_to`, the part a TLS proxy plays in production); up to 40
+  at once like Telegram (or one at a time, in order), and a non-2xx answer or a failed
+  connection is retried after ``webhook_retry_delay`` until the bot takes the update.
 * ``allowed_updates`` filters updates when they are *created* (Telegram: "doesn't affect
   updates created before the call"); filtered updates are kept in ``server.dropped_updates``.
 * A second ``getUpdates`` while one is in flight terminates the *older* one with 409
@@ -2010,51 +2010,72 @@ class FakeBotAPI:
     # Webhook delivery
     # ------------------------------------------------------------------------------------
 
-    def deliver_webhooks_to(self, url: str) -> None:
+    def deliver_webhooks_to(self, url: str, max_connections: int = 40) -> None:
         """POST updates to ``url`` (plain HTTP on loopback) while a webhook is set: the public
-        HTTPS URL given to ``setWebhook`` is assumed to land there."""
+        HTTPS URL given to ``setWebhook`` is assumed to land there. Like Telegram, up to
+        ``max_connections`` updates are in flight at once (1 keeps them strictly in order), and an
+        update stays pending until the bot answers it with a 2xx."""
         if not url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]")):
             raise ValueError("webhooks are only delivered to loopback")
         self._webhook_target = url
         if self._webhook_task is None:
             self._webhook_wake = asyncio.Event()
-            self._webhook_task = asyncio.create_task(self._push_webhooks())
+            self._webhook_task = asyncio.create_task(self._push_webhooks(max(1, max_connections)))
         self._webhook_wake.set()
 
-    async def _push_webhooks(self) -> None:
-        from aiohttp import ClientError, ClientSession, ClientTimeout
+    async def _push_webhooks(self, connections: int) -> None:
+        from aiohttp import ClientSession, ClientTimeout
 
-        assert self._webhook_wake is not None
-        async with ClientSession(timeout=ClientTimeout(total=10)) as session:
+        claimed: set[int] = set()
+
+        async def worker(session: ClientSession) -> None:
+            assert self._webhook_wake is not None
             while not self._closing:
-                if not (self.webhook and self._updates and self._webhook_target):
+                update = None
+                if self.webhook and self._webhook_target:
+                    update = next((u for u in self._updates if u.update_id not in claimed), None)
+                if update is None:
                     self._webhook_wake.clear()
                     await self._webhook_wake.wait()
                     continue
-                update = self._updates[0]
-                headers = {}
-                if self.webhook.get("secret_token"):
-                    headers["X-Telegram-Bot-Api-Secret-Token"] = str(self.webhook["secret_token"])
-                status: int | str
-                self._inflight += 1
+                claimed.add(update.update_id)
                 try:
-                    async with session.post(self._webhook_target, json=dict(update), headers=headers) as resp:
-                        status = resp.status
-                except (ClientError, asyncio.TimeoutError) as exc:
-                    status = type(exc).__name__
+                    taken = await self._post_update(session, update)
                 finally:
-                    self._inflight -= 1
-                    self._mark_busy()
-                self.webhook_attempts.append((update.update_id, status))
-                self._touch()
-                if isinstance(status, int) and 200 <= status < 300:
-                    if self._updates and self._updates[0] is update:
-                        self._updates.popleft()
-                    if update.update_id > self._delivered_upto:
-                        self._delivered_upto = update.update_id
-                        self.updates_delivered += 1
+                    claimed.discard(update.update_id)
+                if taken:
+                    with contextlib.suppress(ValueError):
+                        self._updates.remove(update)
+                    self.updates_delivered += 1
+                    self._delivered_upto = self._updates[0].update_id - 1 if self._updates else self._last_enqueued_id
+                    self._touch()
                 else:
                     await asyncio.sleep(self.webhook_retry_delay)
+
+        async with ClientSession(timeout=ClientTimeout(total=120)) as session:
+            await asyncio.gather(*(worker(session) for _ in range(connections)))
+
+    async def _post_update(self, session: Any, update: UpdateDict) -> bool:
+        """One delivery attempt, recorded in ``webhook_attempts``; True if the bot took the update."""
+        from aiohttp import ClientError
+
+        assert self.webhook is not None and self._webhook_target is not None
+        headers = {}
+        if self.webhook.get("secret_token"):
+            headers["X-Telegram-Bot-Api-Secret-Token"] = str(self.webhook["secret_token"])
+        status: int | str
+        self._inflight += 1
+        try:
+            async with session.post(self._webhook_target, json=dict(update), headers=headers) as resp:
+                status = resp.status
+        except (ClientError, asyncio.TimeoutError) as exc:
+            status = type(exc).__name__
+        finally:
+            self._inflight -= 1
+            self._mark_busy()
+        self.webhook_attempts.append((update.update_id, status))
+        self._touch()
+        return isinstance(status, int) and 200 <= status < 300
 
     # ------------------------------------------------------------------------------------
     # Inspection
