@@ -28,6 +28,8 @@ import pytest_asyncio
 from telegram.ext import Application
 
 from bot.config import Config
+from bot.session import all_sessions
+from bot.store import TinyDBStore
 from bot.telegram.app import build_application, start_polling, stop_polling
 from tests.fakes import FakeBotAPI, FakeUser, Reply
 from tests.fakes.bot_api import make_png
@@ -79,12 +81,8 @@ def stored(bot: Bot, user: FakeUser) -> dict[str, Any]:
 
 
 def stored_sessions(bot: Bot, user: FakeUser) -> list[dict[str, Any]]:
-    """Every session in the user's files: in progress (their file) and over (their archive)."""
-    sessions = list(stored(bot, user).get("sessions", {}).values())
-    archive = bot.data_dir / "archive" / f"tg-{user.id}.json"
-    if archive.exists():
-        sessions += json.loads(archive.read_text(encoding="utf-8")).get("sessions_archive", {}).values()
-    return sorted(sessions, key=lambda s: (s["started_at"], s["id"]))
+    """Every session kept for the user, in progress or over, oldest first."""
+    return sorted(all_sessions(TinyDBStore(bot.data_dir), f"tg-{user.id}"), key=lambda s: (s["started_at"], s["id"]))
 
 
 def session_turns(bot: Bot, user: FakeUser) -> list[dict[str, Any]]:

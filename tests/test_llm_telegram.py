@@ -14,6 +14,8 @@ from typing import AsyncIterator, Iterator
 import pytest
 
 from bot.config import Config
+from bot.session import all_sessions
+from bot.store import TinyDBStore
 from bot.llm.config import LLMConfig
 from bot.telegram.app import build_application, start_polling, stop_polling
 from tests.fakes import FakeBotAPI
@@ -78,10 +80,7 @@ def assert_no_error_shown(user) -> None:
 
 
 def sessions_of(data_dir: Path, user) -> list[dict]:
-    data = json.loads((data_dir / "users" / f"tg-{user.id}.json").read_text())
-    archive = data_dir / "archive" / f"tg-{user.id}.json"
-    done = json.loads(archive.read_text())["sessions_archive"] if archive.exists() else {}
-    return sorted([*data["sessions"].values(), *done.values()], key=lambda s: (s["started_at"], s["id"]))
+    return sorted(all_sessions(TinyDBStore(data_dir), f"tg-{user.id}"), key=lambda s: (s["started_at"], s["id"]))
 
 
 async def practise(user, lines: list[str]) -> tuple[list, str, str]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
 
-from telegram import BotCommand, Update
+from telegram import Bot, BotCommand, Update
 from telegram.error import BadRequest, NetworkError, TimedOut
 from telegram.request import HTTPXRequest
 from telegram.ext import (
@@ -133,20 +133,33 @@ class TolerantUpdatesRequest(HTTPXRequest):
     async def post(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         result = await super().post(*args, **kwargs)
         if isinstance(result, list):
-            result = [readable_update(item) for item in result]
+            result = [_readable_update(item) for item in result]
         return result
 
 
-def readable_update(item: object) -> object:
+def _readable_update(item: object) -> object:
     """The update itself, or only its ``update_id`` if PTB cannot parse it (warned by id)."""
     if not isinstance(item, dict) or not isinstance(item.get("update_id"), int):
         return item  # not an update at all: let PTB report the malformed answer
     try:
         Update.de_json(item, None)
     except Exception as exc:
-        log.warning("skipping update %s: it cannot be parsed (%s)", item["update_id"], type(exc).__name__)
-        return {"update_id": item["update_id"]}
+        return _bare(item, exc)
     return item
+
+
+def parse_update(item: dict, bot: Bot) -> Update:
+    """An update we hold on its own (a webhook POST), parsed once; one PTB cannot parse becomes
+    its bare ``update_id``, which no handler matches (warned by id)."""
+    try:
+        return Update.de_json(item, bot)
+    except Exception as exc:
+        return Update.de_json(_bare(item, exc), bot)
+
+
+def _bare(item: dict, exc: Exception) -> dict:
+    log.warning("skipping update %s: it cannot be parsed (%s)", item["update_id"], type(exc).__name__)
+    return {"update_id": item["update_id"]}
 
 
 def send_rate_from_env(env: dict[str, str] | None = None) -> float:

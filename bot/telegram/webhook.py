@@ -27,7 +27,7 @@ import tornado.web
 from telegram import Update
 from telegram.ext import Application
 
-from bot.telegram.app import WebhookOptions, readable_update
+from bot.telegram.app import WebhookOptions, parse_update
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class _UpdateHandler(tornado.web.RequestHandler):
             raise tornado.web.HTTPError(400, reason="not an update")
         if not self.seen.claim(data["update_id"]):
             return  # Telegram gave up waiting and sent it again while (or after) we handled it: taken
-        update = Update.de_json(readable_update(data), self.app.bot)
+        update = parse_update(data, self.app.bot)
         self.app.bot.insert_callback_data(update)  # a no-op unless arbitrary callback data is on
         await self.app.process_update(update)  # handler errors go to the error handler, not here
 
