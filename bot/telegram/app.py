@@ -34,6 +34,7 @@ from bot.scenarios import ScenarioLibrary
 from bot.schedule import Scheduler, utcnow
 from bot.session import PracticeEngine
 from bot.store import TinyDBStore
+from bot.telegram import account
 from bot.telegram import coach as co
 from bot.telegram import events as ev
 from bot.telegram import handlers as h
@@ -279,8 +280,8 @@ def register_handlers(app: Application) -> None:
         "cancel": h.cancel,
         "history": h.history,
         "progress": h.progress,
-        "export": h.export,
-        "forget": h.forget,
+        "export": account.export,
+        "forget": account.forget,
         "event": ev.event_command,
         "events": ev.events_command,
         "debrief": ev.debrief_command,

@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import json
 import logging
-import secrets
 import unicodedata
 from datetime import datetime, timezone
 from typing import AsyncIterator
@@ -27,9 +25,9 @@ from telegram.ext import ContextTypes
 
 from bot.progress import chart_png, summarise
 from bot.scenarios import DIFFICULTIES, Scenario
-from bot.session import ACTIVE, PracticeEngine, Session, SessionError, all_sessions, export_user
+from bot.session import ACTIVE, PracticeEngine, Session, SessionError
 from bot.store import StoreError
-from bot.telegram import coach
+from bot.telegram import account, coach
 from bot.telegram import events as ev
 from bot.telegram.common import answering, engine_of, io_call, io_read, profile_of, user_key, write_profile
 from bot.telegram.formatting import button, say, split_message
@@ -37,7 +35,6 @@ from bot.telegram.formatting import button, say, split_message
 log = logging.getLogger(__name__)
 
 HISTORY_LINES = 10
-FORGET_TOKEN_TTL = 600  # seconds a /forget confirmation button stays valid
 
 
 # -- plumbing -------------------------------------------------------------------------------------
@@ -218,33 +215,6 @@ async def send_progress(message: Message, context: ContextTypes.DEFAULT_TYPE, ui
     )
     await message.reply_photo(InputFile(io.BytesIO(png), filename="progress.png"), caption=caption,
                               parse_mode=ParseMode.HTML)
-
-
-async def export(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    uid = user_key(update)
-    data = await io_call(export_user, engine_of(context).store, uid)
-    document = {
-        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "telegram_user_id": update.effective_user.id if update.effective_user else None,
-        "data": data,
-    }
-    payload = json.dumps(document, ensure_ascii=False, indent=2).encode("utf-8")
-    await update.effective_message.reply_document(
-        InputFile(io.BytesIO(payload), filename="netcoach-export.json"),
-        caption=say("export_caption", sessions=len(data.get("sessions", []))), parse_mode=ParseMode.HTML,
-    )
-
-
-async def forget(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Ask first: the confirm button carries a one-time token kept in the profile."""
-    uid = user_key(update)
-    token = secrets.token_urlsafe(9)
-    sessions = await io_call(all_sessions, engine_of(context).store, uid)
-    await write_profile(context, uid, forget_token=token,
-                  forget_asked_at=datetime.now(timezone.utc).timestamp())
-    markup = InlineKeyboardMarkup([[InlineKeyboardButton(button("forget_yes"), callback_data=f"f:yes:{token}"),
-                                    InlineKeyboardButton(button("forget_no"), callback_data="f:no")]])
-    await update.effective_message.reply_html(say("forget_confirm", sessions=len(sessions)), reply_markup=markup)
 
 
 async def unknown_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -430,30 +400,6 @@ async def btn_skip_goal(update: Update, context: ContextTypes.DEFAULT_TYPE, arg:
     await update.callback_query.message.reply_html(say("goal_skipped"), reply_markup=markup)
 
 
-async def btn_forget(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str) -> None:
-    query = update.callback_query
-    uid = user_key(update)
-    profile = await io_read(context, profile_of, context, uid)
-    token = profile.get("forget_token")
-    fresh = datetime.now(timezone.utc).timestamp() - float(profile.get("forget_asked_at") or 0) < FORGET_TOKEN_TTL
-    if not token or not fresh or not secrets.compare_digest(token, arg):
-        await query.answer(say("expired"))
-        return
-    await query.answer()
-    await coach.on_forget(context, uid)
-    await io_call(engine_of(context).store.delete_user, uid)
-    with contextlib.suppress(TelegramError):
-        await query.edit_message_text(say("forget_done"), parse_mode=ParseMode.HTML)
-
-
-async def btn_keep(update: Update, context: ContextTypes.DEFAULT_TYPE, arg: str) -> None:
-    uid = user_key(update)
-    await write_profile(context, uid, forget_token=None)
-    await update.callback_query.answer()
-    with contextlib.suppress(TelegramError):
-        await update.callback_query.edit_message_text(say("forget_kept"), parse_mode=ParseMode.HTML)
-
-
 BUTTONS = {
     ("p", "list"): btn_list,
     ("p", "pick"): btn_pick,
@@ -463,8 +409,8 @@ BUTTONS = {
     ("m", "practice"): btn_menu_practice,
     ("m", "progress"): btn_menu_progress,
     ("g", "skip"): btn_skip_goal,
-    ("f", "yes"): btn_forget,
-    ("f", "no"): btn_keep,
+    ("f", "yes"): account.btn_forget,
+    ("f", "no"): account.btn_keep,
 }
 
 
