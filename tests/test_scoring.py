@@ -6,6 +6,7 @@ that the scorer recognises *intents* rather than remembering its training data.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import subprocess
@@ -445,23 +446,40 @@ def test_python_m_bot_score_subprocess():
 
 
 
-def _heldout() -> dict:
+@functools.cache
+def _evaluate(split: str) -> dict:
     sys.path.insert(0, str(ROOT / "bench"))
     try:
         from score_quality import evaluate
     finally:
         sys.path.remove(str(ROOT / "bench"))
-    return evaluate("heldout", default_scorer())
+    return evaluate(split, default_scorer())
 
 
 def test_turn_quality_on_heldout_split():
     """Behavioural guarantee: on the independently written held-out set, per-turn labels agree with people."""
-    res = _heldout()
+    res = _evaluate("heldout")
     assert res["turns"]["macro_f1"] >= 0.85
 
 
 def test_conversation_quality_on_heldout_split():
     """Behavioural guarantee: whole conversations are ranked and judged as people judged them."""
-    res = _heldout()
+    res = _evaluate("heldout")
     assert res["conversations"]["spearman"] >= 0.85
+    assert res["conversations"]["verdict_accuracy"] >= 0.85
+
+
+def test_turn_labels_and_ranking_hold_for_new_authors():
+    """The fresh split: 640 conversations by sixteen authors the shipped model never saw, written from the
+    rubric alone. Turn labels and the ranking of conversations reach the bar there too."""
+    res = _evaluate("fresh")
+    assert res["turns"]["n"] >= 3000 and res["conversations"]["n"] >= 600
+    assert res["turns"]["macro_f1"] >= 0.85
+    assert res["conversations"]["spearman"] >= 0.85
+
+
+@pytest.mark.xfail(strict=True, reason="verdicts on new authors' text are about 0.77 (docs/scorer.md, seventh "
+                                       "round); this fails loudly the day they reach the bar")
+def test_verdicts_reach_the_bar_for_new_authors():
+    res = _evaluate("fresh")
     assert res["conversations"]["verdict_accuracy"] >= 0.85
